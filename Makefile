@@ -1,0 +1,35 @@
+# One command per chore; CI (bash .ci/run) calls the same tools.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: venv build test test-pure lint bench ci clean
+
+venv:
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip "maturin>=1.5,<2"
+
+build: venv
+	$(PY) -m pip install -q -e ".[test,lint,examples]"
+
+test:
+	$(PY) -m pytest tests
+	ENTROPIC_PURE_PYTHON=1 $(PY) -m pytest tests
+	cargo test
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets --all-features -- -D warnings
+	$(VENV)/bin/ruff check python tests benches examples
+	$(VENV)/bin/ruff format --check python tests benches examples
+	$(VENV)/bin/mypy --strict
+	$(PY) -m mypy.stubtest entropic._core
+
+bench:
+	$(PY) -m pytest benches --benchmark-columns=min,mean,median,ops --benchmark-sort=name
+
+ci:
+	bash .ci/run
+
+clean:
+	cargo clean
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks

@@ -1,0 +1,26 @@
+"""Exceptions raised by entropic, each subclassing the builtin an ``except`` clause expects."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ParamsDepthError",
+    "ParamsTypeError",
+    "PurePythonFallbackWarning",
+]
+
+
+class ParamsTypeError(TypeError):
+    """A parameter set holds something that has no stable canonical form.
+
+    Raised for a params object that is not a mapping, dict keys that are of an
+    unsupported type or cannot be ordered, and values whose text would change
+    from one process to the next (a default ``repr`` with a memory address).
+    """
+
+
+class ParamsDepthError(ValueError):
+    """A parameter set is nested deeper than ``entropic.hashing.MAX_DEPTH`` (or contains itself)."""
+
+
+class PurePythonFallbackWarning(RuntimeWarning):
+    """The compiled hashing core is not installed; the slower pure-Python backend is in use."""
