@@ -2,8 +2,18 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from entropic.errors import ParamsDepthError, ParamsTypeError, PurePythonFallbackWarning
+from entropic.errors import (
+    MissingResultError,
+    ParamsDepthError,
+    ParamsTypeError,
+    PurePythonFallbackWarning,
+    ReservedColumnError,
+    SchemaDriftError,
+)
+from entropic.grid import expand_grid
 from entropic.hashing import canonical_json, hash_many, hash_params
+from entropic.models import Base, Mapped, mapped_column
+from entropic.store import Store
 
 try:
     __version__ = version("entropic")
@@ -11,11 +21,19 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "Base",
+    "Mapped",
+    "MissingResultError",
     "ParamsDepthError",
     "ParamsTypeError",
     "PurePythonFallbackWarning",
+    "ReservedColumnError",
+    "SchemaDriftError",
+    "Store",
     "__version__",
     "canonical_json",
+    "expand_grid",
     "hash_many",
     "hash_params",
+    "mapped_column",
 ]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 __all__ = [
+    "MissingResultError",
     "ParamsDepthError",
     "ParamsTypeError",
     "PurePythonFallbackWarning",
+    "ReservedColumnError",
+    "SchemaDriftError",
 ]
 
 
@@ -24,3 +27,15 @@ class ParamsDepthError(ValueError):
 
 class PurePythonFallbackWarning(RuntimeWarning):
     """The compiled hashing core is not installed; the slower pure-Python backend is in use."""
+
+
+class ReservedColumnError(TypeError):
+    """A model subclassing ``entropic.Base`` redefines one of the columns entropic owns."""
+
+
+class MissingResultError(FileNotFoundError):
+    """A runner returned without writing the result file it was given."""
+
+
+class SchemaDriftError(RuntimeError):
+    """The existing table lacks columns the model declares; it needs an ``ALTER TABLE`` first."""

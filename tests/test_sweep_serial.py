@@ -1,0 +1,205 @@
+"""The serial sweep: one pass over the input, validation first, duplicates once, input order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from entropic import Base, Mapped, ParamsTypeError, Store, expand_grid, hash_params, mapped_column
+from entropic.sweep import LOOKUP_CHUNK
+
+
+class Point(Base):
+    __tablename__ = "sweep_point"
+
+    a: Mapped[int]
+    b: Mapped[float]
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def __call__(self, params: dict[str, Any]) -> None:
+        self.ids.append(params["id"])
+        Path(params["result_file"]).write_text(f"{params['a']},{params['b']}")
+
+
+@pytest.fixture
+def store(db_url: str, tmp_path: Path) -> Iterator[Store[Point]]:
+    with Store(Counter(), Point, results_dir=tmp_path / "results", db_url=db_url) as store:
+        yield store
+
+
+def _calls(store: Store[Point]) -> list[str]:
+    runner = store.runner
+    assert isinstance(runner, Counter)
+    return runner.ids
+
+
+def _count(store: Store[Point]) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.scalar(sa.select(sa.func.count()).select_from(Point.__table__)) or 0)
+
+
+class OnePass:
+    """An iterable that refuses a second pass."""
+
+    def __init__(self, points: list[dict[str, Any]]) -> None:
+        self.points = points
+        self.passes = 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        self.passes += 1
+        if self.passes > 1:
+            raise AssertionError("the sweep iterated its input twice")
+        return iter(self.points)
+
+
+def test_sweep_runs_every_point_and_returns_records_in_input_order(store: Store[Point]) -> None:
+    points = expand_grid({"a": [3, 1, 2], "b": [0.5, 0.25]})
+    records = store.sweep(points)
+    assert [(r.a, r.b) for r in records] == [(p["a"], p["b"]) for p in points]
+    assert [r.id for r in records] == [hash_params(p) for p in points]
+    assert len(_calls(store)) == 6
+    for record in records:
+        assert Path(record.result_file).read_text() == f"{record.a},{record.b}"
+        assert isinstance(record.custom_data["elapsed_seconds"], float)
+
+
+def test_input_is_consumed_once_and_generators_work(store: Store[Point]) -> None:
+    once = OnePass(expand_grid({"a": [1, 2], "b": [0.5]}))
+    assert len(store.sweep(once)) == 2
+    assert once.passes == 1
+    generator = ({"a": a, "b": 1.0} for a in range(4))
+    assert [r.a for r in store.sweep(generator)] == [0, 1, 2, 3]
+
+
+def test_duplicates_run_once_and_appear_once(store: Store[Point]) -> None:
+    points = [
+        {"a": 1, "b": 0.5},
+        {"b": 0.5, "a": 1},  # same id, other key order
+        {"a": 2, "b": 0.5},
+        {"a": 1, "b": 0.5 + 1e-15},  # same id: floats are rounded to 12 digits
+        {"a": 2, "b": 0.5, "custom_data": {"x": 1}},  # reserved keys do not change the id
+    ]
+    records = store.sweep(points)
+    assert [(r.a, r.b) for r in records] == [(1, 0.5), (2, 0.5)]
+    assert len(_calls(store)) == 2
+    assert len(set(_calls(store))) == 2
+
+
+def test_cached_points_are_reused(store: Store[Point]) -> None:
+    first = store.sweep(expand_grid({"a": [1, 2], "b": [0.5]}))
+    assert len(_calls(store)) == 2
+    second = store.sweep(expand_grid({"a": [0, 1, 2, 3], "b": [0.5]}))
+    assert len(_calls(store)) == 4  # only a=0 and a=3 ran
+    assert [r.a for r in second] == [0, 1, 2, 3]
+    assert {r.id: r.created_at for r in second[1:3]} == {r.id: r.created_at for r in first}
+    assert store.sweep(expand_grid({"a": [0, 1, 2, 3], "b": [0.5]})) is not None
+    assert len(_calls(store)) == 4
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        ({"a": 1, "b": 0.5, "c": 1}, ValueError),
+        ({"a": "1", "b": 0.5}, TypeError),
+        ({"a": 1}, ValueError),
+        ({"a": 1, "b": 0.5, "id": "../x"}, ValueError),
+        ({"a": 1, "b": 0.5, "custom_data": {"o": object()}}, TypeError),
+    ],
+)
+def test_a_bad_point_fails_the_sweep_before_any_point_runs(
+    store: Store[Point], bad: dict[str, Any], error: type[Exception]
+) -> None:
+    points = [{"a": i, "b": 0.5} for i in range(5)]
+    points.insert(3, bad)
+    with pytest.raises(error):
+        store.sweep(points)
+    assert _calls(store) == []
+    assert _count(store) == 0
+
+
+class Loose(Base):
+    __tablename__ = "sweep_loose"
+
+    a: Mapped[int]
+    extra: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+
+
+def test_an_unhashable_point_fails_the_sweep_before_any_point_runs(
+    db_url: str, tmp_path: Path
+) -> None:
+    runs: list[str] = []
+
+    def runner(params: dict[str, Any]) -> None:
+        runs.append(params["id"])
+        Path(params["result_file"]).write_text("x")
+
+    with Store(runner, Loose, results_dir=tmp_path / "r", db_url=db_url) as store:
+        # Valid JSON, but keys of two kinds cannot be ordered for the hash.
+        points = [{"a": 1}, {"a": 2, "extra": {"k": {1: "a", "b": 2}}}]
+        with pytest.raises(ParamsTypeError, match="cannot be ordered"):
+            store.sweep(points)
+        assert runs == []
+
+
+def test_lookups_are_chunked(store: Store[Point]) -> None:
+    n = 2 * LOOKUP_CHUNK + 7
+    points = [{"a": i, "b": 0.0} for i in range(n)]
+    store.sweep(points)
+    bound: list[int] = []
+
+    def spy(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            count = len(parameters) if isinstance(parameters, (tuple, list, dict)) else 0
+            bound.append(count)
+
+    sa.event.listen(store.engine, "before_cursor_execute", spy)
+    again = store.sweep(points)
+    assert [r.a for r in again] == list(range(n))
+    assert len(_calls(store)) == n
+    assert len(bound) == 3
+    assert max(bound) <= LOOKUP_CHUNK <= 500
+
+
+def test_explicit_ids_in_a_sweep(store: Store[Point]) -> None:
+    records = store.sweep([{"a": 1, "b": 0.5, "id": "first"}, {"a": 1, "b": 0.5}])
+    assert [r.id for r in records] == ["first", hash_params({"a": 1, "b": 0.5})]
+    assert Path(records[0].result_file).name == "first.h5"
+
+
+def test_sweep_of_nothing(store: Store[Point]) -> None:
+    assert store.sweep([]) == []
+    assert store.sweep(expand_grid({"a": [], "b": [0.5]})) == []
+
+
+def test_a_runner_failure_stops_the_serial_sweep_and_keeps_finished_points(
+    db_url: str, tmp_path: Path
+) -> None:
+    def runner(params: dict[str, Any]) -> None:
+        if params["a"] == 2:
+            raise RuntimeError("point 2 diverged")
+        Path(params["result_file"]).write_text("x")
+
+    with Store(runner, Point, results_dir=tmp_path / "r", db_url=db_url) as store:
+        with pytest.raises(RuntimeError, match="point 2 diverged"):
+            store.sweep([{"a": i, "b": 0.5} for i in range(4)])
+        assert [store.retrieve({"a": i, "b": 0.5}) is not None for i in range(4)] == [
+            True,
+            True,
+            False,
+            False,
+        ]
+
+
+def test_sweep_accepts_a_client_argument(store: Store[Point]) -> None:
+    # Dask dispatch is the sweeps-at-scale issue; the argument is already part of the signature.
+    records = store.sweep([{"a": 1, "b": 0.5}], client=None)
+    assert len(records) == 1
+
