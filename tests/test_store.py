@@ -151,24 +151,25 @@ def test_in_memory_sqlite_keeps_data_across_calls(tmp_path: Path) -> None:
         first = store.run(PARAMS)
         for _ in range(3):
             got = store.retrieve(PARAMS)
-            assert got is not None and got.id == first.id
+            assert got is not None
+            assert got.id == first.id
 
 
 def test_sqlite_file_uses_wal_and_a_busy_timeout(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'w.sqlite3'}"
-    with Store(Calls(), Sim, results_dir=tmp_path / "r", db_url=url) as store:
-        with store.engine.connect() as conn:
-            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 10_000
+    with (
+        Store(Calls(), Sim, results_dir=tmp_path / "r", db_url=url) as store,
+        store.engine.connect() as conn,
+    ):
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 10_000
 
 
 def test_sqlite_writes_start_with_begin_immediate(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'w.sqlite3'}"
     with Store(Calls(), Sim, results_dir=tmp_path / "r", db_url=url) as store:
         statements: list[str] = []
-        sa.event.listen(
-            store.engine, "before_cursor_execute", lambda *a: statements.append(a[2])
-        )
+        sa.event.listen(store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
         store.run(PARAMS)
         assert "BEGIN IMMEDIATE" in statements
         assert statements.index("BEGIN IMMEDIATE") < next(
@@ -209,15 +210,18 @@ def test_store_pickles_as_its_configuration(make_store: StoreFactory, db_url: st
         if db_url == "sqlite://":
             assert got is None  # an in-memory database belongs to one Store object
         else:
-            assert got is not None and got.id == record.id
+            assert got is not None
+            assert got.id == record.id
         assert clone.engine is not store.engine
     finally:
         clone.close()
-    assert b"Engine" not in data and b"Connection" not in data and b"Pool" not in data
+    assert b"Engine" not in data
+    assert b"Connection" not in data
+    assert b"Pool" not in data
 
 
 def test_password_never_shows(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    url = f"postgresql+psycopg://user:s3cr3t-pw@127.0.0.1:1/db"
+    url = "postgresql+psycopg://user:s3cr3t-pw@127.0.0.1:1/db"
     caplog.set_level(logging.DEBUG, logger="entropic")
     with pytest.raises(sa.exc.OperationalError) as info:
         Store(Calls(), Sim, results_dir=tmp_path / "r", db_url=url)
@@ -225,11 +229,17 @@ def test_password_never_shows(tmp_path: Path, caplog: pytest.LogCaptureFixture) 
     assert "s3cr3t-pw" not in caplog.text
     store = Store.__new__(Store)
     store.__setstate__(
-        {"runner": Calls(), "result_cls": Sim, "results_dir": str(tmp_path / "r"),
-         "file_suffix": ".h5", "db_url": url}
+        {
+            "runner": Calls(),
+            "result_cls": Sim,
+            "results_dir": str(tmp_path / "r"),
+            "file_suffix": ".h5",
+            "db_url": url,
+        }
     )
     assert "s3cr3t-pw" not in repr(store)
-    assert "***" in repr(store) and "***" in store.db_url
+    assert "***" in repr(store)
+    assert "***" in store.db_url
 
 
 # -- identity --------------------------------------------------------------------------------
@@ -390,7 +400,8 @@ def test_custom_data_keyword_that_is_not_json_fails_before_running(
     store = make_store(runner)
     with pytest.raises(TypeError, match=r"custom_data\['when'\]"):
         store.run(PARAMS, when=datetime.now())
-    assert runner.seen == [] and _rows(store) == []
+    assert runner.seen == []
+    assert _rows(store) == []
 
 
 def test_numpy_scalars_are_accepted_and_stored_as_python_numbers(
@@ -403,17 +414,22 @@ def test_numpy_scalars_are_accepted_and_stored_as_python_numbers(
     assert record.custom_data["counts"] == [0, 1, 2]
     stored = store.retrieve(PARAMS)
     assert stored is not None
-    assert type(stored.n) is int and type(stored.dt) is float and type(stored.method) is str
+    assert type(stored.n) is int
+    assert type(stored.dt) is float
+    assert type(stored.method) is str
     assert (stored.n, stored.dt, stored.method) == (100, 0.1, "rk4")
-    assert type(record.n) is int and type(record.dt) is float
+    assert type(record.n) is int
+    assert type(record.dt) is float
 
 
 def test_integral_float_for_an_integer_column_is_stored_as_int(make_store: StoreFactory) -> None:
     store = make_store()
     record = store.run({**PARAMS, "n": 3.0})
-    assert type(record.n) is int and record.n == 3
+    assert type(record.n) is int
+    assert record.n == 3
     stored = store.retrieve({**PARAMS, "n": 3.0})
-    assert stored is not None and stored.n == 3
+    assert stored is not None
+    assert stored.n == 3
 
 
 def test_runner_that_stores_non_json_custom_data_leaves_nothing(
@@ -605,7 +621,8 @@ def test_records_are_detached_and_fully_loaded(make_store: StoreFactory) -> None
         assert record is not None
         state = sa.inspect(record)
         assert state.detached
-        assert not state.unloaded and not state.expired_attributes
+        assert not state.unloaded
+        assert not state.expired_attributes
         values = {c: getattr(record, c) for c in ("id", "result_file", "created_at", "n", "dt")}
         assert all(v is not None for v in values.values())
         assert isinstance(record.custom_data, dict)
@@ -681,7 +698,9 @@ def test_schema_drift_is_reported_with_alter_table(db_url: str, tmp_path: Path) 
         store.close()
     message = str(info.value)
     assert "method, note, big" in message
-    assert "ALTER TABLE" in message and "ADD COLUMN" in message and "Alembic" in message
+    assert "ALTER TABLE" in message
+    assert "ADD COLUMN" in message
+    assert "Alembic" in message
     assert isinstance(info.value, RuntimeError)
     if db_url != "sqlite://":  # a new in-memory database would not have the old table
         with pytest.raises(SchemaDriftError, match="lacks column"):

@@ -202,4 +202,3 @@ def test_sweep_accepts_a_client_argument(store: Store[Point]) -> None:
     # Dask dispatch is the sweeps-at-scale issue; the argument is already part of the signature.
     records = store.sweep([{"a": 1, "b": 0.5}], client=None)
     assert len(records) == 1
-

@@ -62,7 +62,9 @@ def check_id(run_id: object) -> str:
 def check_file_suffix(file_suffix: object) -> str:
     """Return ``file_suffix`` if it can end a file name inside results_dir, else raise."""
     if not isinstance(file_suffix, str):
-        raise TypeError(f"file_suffix must be a str such as '.h5', not {type(file_suffix).__name__}")
+        raise TypeError(
+            f"file_suffix must be a str such as '.h5', not {type(file_suffix).__name__}"
+        )
     separators = {"/", "\\", "\0", os.sep} | ({os.altsep} if os.altsep else set())
     if any(sep in file_suffix for sep in separators):
         raise ValueError(
@@ -70,7 +72,9 @@ def check_file_suffix(file_suffix: object) -> str:
             "live directly in results_dir, so pass a plain extension such as '.h5'"
         )
     if len(file_suffix.encode("utf-8")) > 15:
-        raise ValueError(f"file_suffix {file_suffix!r} is longer than 15 bytes; use a short extension")
+        raise ValueError(
+            f"file_suffix {file_suffix!r} is longer than 15 bytes; use a short extension"
+        )
     return file_suffix
 
 
@@ -115,7 +119,7 @@ class Disk:
         return self.aside / run_id
 
     def contains(self, path: str | os.PathLike[str]) -> bool:
-        """Whether ``path`` lies inside results_dir (symlinks resolved), so entropic may delete it."""
+        """Whether ``path`` is inside results_dir (symlinks resolved), so entropic may delete it."""
         target = Path(os.path.realpath(os.fspath(path)))
         root = Path(os.path.realpath(self.root))
         return target != root and root in target.parents
@@ -127,7 +131,7 @@ class Disk:
         self.result_path(run_id).unlink(missing_ok=True)
 
     def move_aside(self, run_id: str) -> bool:
-        """Move an existing result of ``run_id`` aside before a re-run; return whether there was one."""
+        """Move the existing result of ``run_id`` aside before a re-run; return if there was one."""
         try:
             os.replace(self.result_path(run_id), self.aside_path(run_id))
         except FileNotFoundError:
@@ -135,7 +139,7 @@ class Disk:
         return True
 
     def restore_aside(self, run_id: str) -> bool:
-        """Put the result kept aside back in place (over any partial new file); return if one was."""
+        """Put the result kept aside back (over any partial new file); return if there was one."""
         try:
             os.replace(self.aside_path(run_id), self.result_path(run_id))
         except FileNotFoundError:

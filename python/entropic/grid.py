@@ -25,4 +25,4 @@ def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
             )
         axes.append(values)
     keys = list(grid)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*axes)]
+    return [dict(zip(keys, combo, strict=False)) for combo in itertools.product(*axes)]

@@ -45,7 +45,7 @@ class Base(DeclarativeBase):
         super().__init_subclass__(**kwargs)
 
     def apply_patch(self, data: Mapping[str, Any]) -> None:
-        """Update this row from ``data``: ``None`` skips an ordinary column, ``custom_data`` merges."""
+        """Update this row from ``data``: ``None`` skips a column, ``custom_data`` is patched."""
         columns = set(self.__mapper__.column_attrs.keys())
         unknown = sorted(str(key) for key in data if key not in columns)
         if unknown:
@@ -61,7 +61,7 @@ class Base(DeclarativeBase):
                 setattr(self, key, value)
 
     def _apply_custom_data_patch(self, patch: Mapping[str, Any]) -> None:
-        """Patch ``custom_data``: ``{}`` clears it, a ``None`` value removes its key, others merge."""
+        """Patch ``custom_data``: ``{}`` clears it, a key set to ``None`` goes, others merge."""
         if not isinstance(patch, Mapping):
             raise TypeError(
                 f"a custom_data patch must be a dict, not {type(patch).__name__}; "

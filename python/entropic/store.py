@@ -56,7 +56,9 @@ class Point:
     params: Mapping[str, Any]  # the caller's mapping, never modified
     key: dict[str, Any]  # params without the reserved keys: what the id is the hash of
     values: dict[str, Any]  # user column values (attribute name -> Python value)
-    custom_data: dict[str, Any]  # a JSON-clean copy: params["custom_data"] merged with **custom_data
+    custom_data: dict[
+        str, Any
+    ]  # a JSON-clean copy: params["custom_data"] merged with **custom_data
     id: str = ""  # empty until hashed
 
 
@@ -209,7 +211,7 @@ class Store(Generic[ModelT]):
         return self._execute(point, had_row=None)
 
     def retrieve(self, params: dict[str, Any]) -> ModelT | None:
-        """Return the record of ``params`` (or of ``params['id']``), or ``None`` if none is stored."""
+        """Return the record of ``params`` (or of ``params['id']``), or ``None`` on a miss."""
         return self._get(self._identify(params))
 
     def register(
@@ -227,16 +229,14 @@ class Store(Generic[ModelT]):
         log.info("entropic: registered %s -> %s", point.id, path)
         return self._record(row)
 
-    def sweep(
-        self, params: Iterable[dict[str, Any]], client: Client | None = None
-    ) -> list[ModelT]:
-        """Run or retrieve every parameter set in ``params``; one record per distinct id, in order."""
+    def sweep(self, params: Iterable[dict[str, Any]], client: Client | None = None) -> list[ModelT]:
+        """Run or retrieve every parameter set; one record per distinct id, in input order."""
         from entropic.sweep import sweep
 
         return sweep(self, params, client)
 
     def delete(self, params: dict[str, Any], remove_file: bool = False) -> bool:
-        """Delete the row of ``params`` (and its file if ``remove_file``); return whether one was."""
+        """Delete the row of ``params`` (and its file if ``remove_file``); True if there was one."""
         run_id = self._identify(params)
         table = self._schema_table()
         with self._begin_write() as conn:
@@ -448,7 +448,7 @@ class Store(Generic[ModelT]):
         # Core rows turned into records cost about half of a Session.get, and
         # make_transient_to_detached gives what a closed Session would leave:
         # a detached record with every attribute loaded.
-        record = self._model(**dict(zip(self._schema.attrs, row)))
+        record = self._model(**dict(zip(self._schema.attrs, row, strict=False)))
         make_transient_to_detached(record)
         return record
 
@@ -503,11 +503,11 @@ def _check_model(model: object) -> None:
         raise TypeError(
             f"result_cls must be a model class subclassing entropic.Base, not {model!r}"
         )
-    if getattr(model, "__table__", None) is None:
+    table = getattr(model, "__table__", None)
+    if not isinstance(table, sa.Table):
         raise TypeError(
             f"result_cls {model.__name__} is not mapped to a table; give it a __tablename__"
         )
-    table = model.__table__
     mapper = sa.inspect(model)
     for name in RESERVED_COLUMNS:
         prop = mapper.column_attrs.get(name)
@@ -609,11 +609,10 @@ def _checker(model: str, name: str, column: sa.Column[Any], dialect: str) -> tup
                 raise TypeError(
                     f"{where} = {value!r} is a {type(value).__name__}, but {target}; pass an int"
                 )
-            if isinstance(value, float):
-                if not math.isfinite(value) or not value.is_integer():
-                    raise ValueError(
-                        f"{where} = {value!r} is not a whole number, but {target}; pass an int"
-                    )
+            if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+                raise ValueError(
+                    f"{where} = {value!r} is not a whole number, but {target}; pass an int"
+                )
             result = int(value)
             if not low <= result <= high:
                 raise ValueError(
@@ -841,7 +840,9 @@ def _upsert_statement(table: sa.Table, dialect: str) -> Any:
     stmt = insert(table)
     return stmt.on_conflict_do_update(
         index_elements=[table.c.id],
-        set_={column.key: stmt.excluded[column.key] for column in table.columns if column.key != "id"},
+        set_={
+            column.key: stmt.excluded[column.key] for column in table.columns if column.key != "id"
+        },
     )
 
 

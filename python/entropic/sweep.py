@@ -60,7 +60,7 @@ def sweep(
 def assign_ids(points: list[Point]) -> None:
     """Give each point without an explicit id the hash of its params, in one ``hash_many`` call."""
     todo = [point for point in points if not point.id]
-    for point, run_id in zip(todo, hashing.hash_many(point.key for point in todo)):
+    for point, run_id in zip(todo, hashing.hash_many(point.key for point in todo), strict=False):
         point.id = run_id
 
 
