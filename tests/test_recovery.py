@@ -245,3 +245,20 @@ def test_failed_rerun_that_overwrote_its_file_in_place_keeps_the_old_file(
         assert Path(record.result_file).read_text() == "v1:5"
         assert (record.custom_data, record.created_at) == (old.custom_data, old.created_at)
         assert _leftovers(results) == []
+
+
+def test_failed_run_after_a_killed_first_run_leaves_no_partial_file(
+    shared_db_url: str, results: Path, store_factory: Any
+) -> None:
+    assert _spawn(results, shared_db_url, "normal", "4", ENTROPIC_TEST_DIE_AT="4") == KILLED
+    partial = results / f"{hash_params({'n': 4})}.txt"
+    assert partial.read_text() == "v1-partial"
+
+    def fails(params: dict[str, Any]) -> None:
+        raise RuntimeError("no luck")
+
+    store = store_factory(fails)
+    with pytest.raises(RuntimeError, match="no luck"):
+        store.run({"n": 4})
+    assert not partial.exists()  # the dead run's leftover is not "an earlier result"
+    assert store.retrieve({"n": 4}) is None

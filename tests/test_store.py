@@ -727,3 +727,36 @@ def test_sidecar_is_removed_after_commit(make_store: StoreFactory) -> None:
     assert seen == [[f"{record.id}.json"]]
     assert os.listdir(store.results_dir / ".entropic" / "sidecars") == []
     sidecar = json.dumps  # noqa: F841 - the format is tested in test_recovery
+
+
+class Complex(sa.types.TypeDecorator[complex]):
+    """A column type whose values JSON cannot hold, to exercise runs without a sidecar."""
+
+    impl = sa.String(64)
+    cache_ok = True
+
+    def process_bind_param(self, value: complex | None, dialect: Any) -> str | None:
+        return None if value is None else repr(value)
+
+    def process_result_value(self, value: str | None, dialect: Any) -> complex | None:
+        return None if value is None else complex(value)
+
+
+class Wave(Base):
+    __tablename__ = "store_wave"
+
+    k: Mapped[complex] = mapped_column(Complex)
+
+
+def test_a_custom_column_type_runs_without_a_sidecar(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def runner(params: dict[str, Any]) -> None:
+        Path(params["result_file"]).write_text(str(params["k"]))
+
+    with Store(runner, Wave, results_dir=tmp_path / "r", db_url=db_url) as store:
+        record = store.run({"k": 1 + 2j})
+        assert record.k == 1 + 2j
+        stored = store.retrieve({"k": 1 + 2j})
+        assert stored is not None and stored.k == 1 + 2j
+        assert "without a sidecar" in caplog.text

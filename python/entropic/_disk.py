@@ -156,12 +156,15 @@ class Disk:
 
     # -- sidecars --------------------------------------------------------------------------
 
-    def write_sidecar(self, run_id: str, row: dict[str, Any]) -> None:
-        """Journal a finished run's row atomically: a reader sees the whole file or none."""
+    def write_sidecar(self, run_id: str, row: dict[str, Any]) -> bool:
+        """Journal a finished run's row atomically (whole file or none); False if not JSON-able."""
         plain, types = _encode_row(row)
-        text = json.dumps(
-            {"entropic_sidecar": SIDECAR_VERSION, "id": run_id, "row": plain, "types": types}
-        )
+        try:
+            text = json.dumps(
+                {"entropic_sidecar": SIDECAR_VERSION, "id": run_id, "row": plain, "types": types}
+            )
+        except (TypeError, ValueError):
+            return False  # a custom column type: the row goes straight to the database
         fd, tmp = tempfile.mkstemp(prefix=f"{run_id[:64]}.", suffix=".tmp", dir=self.tmp)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -170,6 +173,7 @@ class Disk:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        return True
 
     def read_sidecar(self, run_id: str) -> dict[str, Any]:
         """The row journalled for ``run_id``, its values decoded back to datetimes etc."""

@@ -56,9 +56,8 @@ class Point:
     params: Mapping[str, Any]  # the caller's mapping, never modified
     key: dict[str, Any]  # params without the reserved keys: what the id is the hash of
     values: dict[str, Any]  # user column values (attribute name -> Python value)
-    custom_data: dict[
-        str, Any
-    ]  # a JSON-clean copy: params["custom_data"] merged with **custom_data
+    # A JSON-clean copy of params["custom_data"] merged with the call's **custom_data.
+    custom_data: dict[str, Any]
     id: str = ""  # empty until hashed
 
 
@@ -208,7 +207,7 @@ class Store(Generic[ModelT]):
     def run(self, params: dict[str, Any], **custom_data: Any) -> ModelT:
         """Run the runner for ``params`` even if cached, and insert or overwrite its row."""
         point = self._prepare(params, custom_data)
-        return self._execute(point, had_row=None)
+        return self._execute(point, had_row=self._get(point.id) is not None)
 
     def retrieve(self, params: dict[str, Any]) -> ModelT | None:
         """Return the record of ``params`` (or of ``params['id']``), or ``None`` on a miss."""
@@ -338,20 +337,21 @@ class Store(Generic[ModelT]):
 
     # -- running and persisting ------------------------------------------------------------
 
-    def _execute(self, point: Point, had_row: bool | None) -> ModelT:
+    def _execute(self, point: Point, had_row: bool) -> ModelT:
         """Run one validated point and persist it; the store is unchanged if the run fails.
 
-        ``had_row`` is False when the caller knows no row exists (any file at the
-        result path is then the leftover of a run that died, and is replaced).
+        With ``had_row`` the file at the result path is the row's: it is kept aside
+        and put back if the run fails. Without, a file there is the leftover of a
+        run that died before its row was written, and is replaced.
         """
         disk = self._disk
         run_id = point.id
         path = disk.result_path(run_id)
-        if had_row is False:
+        if had_row:
+            kept_old = disk.move_aside(run_id)
+        else:
             disk.discard_result(run_id)
             kept_old = False
-        else:
-            kept_old = disk.move_aside(run_id)
         call = {k: v for k, v in point.params.items() if k != "created_at"}
         call["result_file"] = str(path)
         call["id"] = run_id
@@ -375,7 +375,12 @@ class Store(Generic[ModelT]):
             custom = _json_clean(custom, "custom_data")
             custom["elapsed_seconds"] = elapsed
             row = self._row(point, str(path), custom)
-            disk.write_sidecar(run_id, row)
+            if not disk.write_sidecar(run_id, row):
+                log.warning(
+                    "entropic: run %s has column values JSON cannot hold; it is written to "
+                    "the database without a sidecar",
+                    run_id,
+                )
         except BaseException:
             disk.discard_result(run_id)
             if kept_old:
