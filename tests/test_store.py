@@ -758,5 +758,6 @@ def test_a_custom_column_type_runs_without_a_sidecar(
         record = store.run({"k": 1 + 2j})
         assert record.k == 1 + 2j
         stored = store.retrieve({"k": 1 + 2j})
-        assert stored is not None and stored.k == 1 + 2j
+        assert stored is not None
+        assert stored.k == 1 + 2j
         assert "without a sidecar" in caplog.text
