@@ -761,3 +761,24 @@ def test_a_custom_column_type_runs_without_a_sidecar(
         assert stored is not None
         assert stored.k == 1 + 2j
         assert "without a sidecar" in caplog.text
+
+
+def _run_in_child(store: Store[Sim], n: int) -> tuple[str, str, int]:
+    record = store.run_or_retrieve({**PARAMS, "n": n})
+    return record.id, record.result_file, os.getpid()
+
+
+def test_an_unpickled_store_works_in_another_process(shared_db_url: str, tmp_path: Path) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with Store(Calls(), Sim, results_dir=tmp_path / "r", db_url=shared_db_url) as store:
+        store.run(PARAMS)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            run_id, result_file, pid = pool.submit(_run_in_child, store, 7).result(timeout=120)
+        assert pid != os.getpid()
+        record = store.retrieve({**PARAMS, "n": 7})
+        assert record is not None
+        assert (record.id, record.result_file) == (run_id, result_file)
+        assert Path(result_file).read_text() == "result"

@@ -202,3 +202,15 @@ def test_sweep_accepts_a_client_argument(store: Store[Point]) -> None:
     # Dask dispatch is the sweeps-at-scale issue; the argument is already part of the signature.
     records = store.sweep([{"a": 1, "b": 0.5}], client=None)
     assert len(records) == 1
+
+
+def test_sweep_logs_a_summary(store: Store[Point], caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="entropic")
+    store.sweep([{"a": 1, "b": 0.5}, {"a": 1, "b": 0.5}, {"a": 2, "b": 0.5}])
+    store.sweep([{"a": 1, "b": 0.5}])
+    summaries = [r.getMessage() for r in caplog.records if "sweep of" in r.getMessage()]
+    assert len(summaries) == 2
+    assert "3 points (2 distinct): 0 cached, 2 ran" in summaries[0]
+    assert "1 points (1 distinct): 1 cached, 0 ran" in summaries[1]
