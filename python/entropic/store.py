@@ -338,11 +338,19 @@ class Store(Generic[ModelT]):
     # -- running and persisting ------------------------------------------------------------
 
     def _execute(self, point: Point, had_row: bool) -> ModelT:
-        """Run one validated point and persist it; the store is unchanged if the run fails.
+        """Run one validated point, persist it and return its record."""
+        row = self._run_point(point, had_row)
+        self._persist([row])
+        return self._record(row)
 
-        With ``had_row`` the file at the result path is the row's: it is kept aside
-        and put back if the run fails. Without, a file there is the leftover of a
-        run that died before its row was written, and is replaced.
+    def _run_point(self, point: Point, had_row: bool) -> dict[str, Any]:
+        """Run the runner for one point and journal its row; the store is unchanged on failure.
+
+        Returns the row, written to its sidecar but not yet to the database
+        (``_persist`` does that, for one row or a batch). With ``had_row`` the file
+        at the result path is the row's: it is kept aside and put back if the run
+        fails. Without, a file there is the leftover of a run that died before its
+        row was written, and is replaced.
         """
         disk = self._disk
         run_id = point.id
@@ -387,13 +395,19 @@ class Store(Generic[ModelT]):
                 disk.restore_aside(run_id)
             log.info("entropic: run %s failed after %.3f s", run_id, time.perf_counter() - start)
             raise
-        # From here the run is journalled: if the database write fails, the sidecar
-        # brings the row in when the next Store opens.
-        self._write_rows([row])
-        disk.discard_aside(run_id)
-        disk.remove_sidecar(run_id)
         log.info("entropic: ran %s in %.3f s", run_id, elapsed)
-        return self._record(row)
+        return row
+
+    def _persist(self, rows: list[dict[str, Any]]) -> None:
+        """Write journalled rows to the database in one transaction, then clear their journal.
+
+        If the database write fails, the sidecars stay and the next Store ingests them.
+        """
+        self._write_rows(rows)
+        disk = self._disk
+        for row in rows:
+            disk.discard_aside(row["id"])
+            disk.remove_sidecar(row["id"])
 
     def _row(self, point: Point, result_file: str, custom_data: dict[str, Any]) -> dict[str, Any]:
         """The full row of a point, keyed by column key, as it will be stored."""
@@ -472,6 +486,8 @@ class Store(Generic[ModelT]):
         disk.clear_tmp()
         table_keys = {column.key for column in self._schema_table().columns}
         rows: list[dict[str, Any]] = []
+        # Seam for many processes: a sidecar or an aside file of a run that a live
+        # process is still working on must be left alone here.
         for run_id in disk.list_sidecars():
             try:
                 row = disk.read_sidecar(run_id)
@@ -483,11 +499,8 @@ class Store(Generic[ModelT]):
             else:
                 disk.remove_sidecar(run_id)
         if rows:
-            self._write_rows(rows)
+            self._persist(rows)
         ingested = [row["id"] for row in rows]
-        for run_id in ingested:
-            disk.discard_aside(run_id)
-            disk.remove_sidecar(run_id)
         restored = [run_id for run_id in disk.list_aside() if disk.restore_aside(run_id)]
         if ingested or restored:
             log.warning(
