@@ -11,9 +11,27 @@
 pub fn round12(x: f64) -> f64 {
     // At 2^13 and above one ulp exceeds 1e-12, so x is already the nearest double
     // to its own 12-place rounding (this also covers infinities and NaN).
-    if !x.is_finite() || x.abs() >= 8192.0 {
+    if !x.is_finite() || x.abs() >= ROUND12_LIMIT {
         return x;
     }
+    // q < 2^53: exact as a double, and so is 1e12.
+    let magnitude = scaled_round12(x) as f64 / 1e12;
+    if x.is_sign_negative() {
+        -magnitude
+    } else {
+        magnitude
+    }
+}
+
+const DIGIT_PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819202122232425262728293031323334353637383940414243444546474849\
+    5051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
+
+/// Below this magnitude `round12` can change a value; from it on, never.
+const ROUND12_LIMIT: f64 = 8192.0;
+
+/// `|x| * 10^12` rounded to an integer, ties to even, for finite `|x| < 2^13`.
+fn scaled_round12(x: f64) -> u64 {
     let bits = x.to_bits();
     let biased = ((bits >> 52) & 0x7ff) as i32;
     let fraction = bits & ((1u64 << 52) - 1);
@@ -24,26 +42,63 @@ pub fn round12(x: f64) -> f64 {
     };
     const FIVE_POW_12: u128 = 244_140_625;
     let product = u128::from(mantissa) * FIVE_POW_12;
-    // exponent <= -40 here, so the scaled value is always product / 2^shift.
+    // |x| < 2^13 means exponent <= -40, so the scaled value is product / 2^shift.
     let shift = (-(exponent + 12)) as u32;
-    let q: u128 = if shift >= 128 {
-        0 // product < 2^81, so the quotient is below one half
-    } else {
-        let floor = product >> shift;
-        let rest = product - (floor << shift);
-        let half = 1u128 << (shift - 1);
-        if rest > half || (rest == half && floor & 1 == 1) {
-            floor + 1
-        } else {
-            floor
-        }
-    };
-    let magnitude = q as f64 / 1e12;
-    if x.is_sign_negative() {
-        -magnitude
-    } else {
-        magnitude
+    if shift >= 128 {
+        return 0; // product < 2^81, so the quotient is below one half
     }
+    let floor = product >> shift;
+    let rest = product - (floor << shift);
+    let half = 1u128 << (shift - 1);
+    let q = if rest > half || (rest == half && floor & 1 == 1) {
+        floor + 1
+    } else {
+        floor
+    };
+    q as u64
+}
+
+/// Append `repr(round(x, 12))` as `json.dumps` writes it, without a float round-trip.
+///
+/// For `|x| < 2^13` the rounded value is `q / 10^12` with integer `q`, and its shortest
+/// round-trip digits are exactly q's digits less trailing zeros: any other decimal with
+/// at most 12 places is at least 1e-12 away, more than the half-ulp (< 4.6e-13) that
+/// could still round to the same double. So the digits come straight from `q`.
+pub fn write_round12_repr(out: &mut Vec<u8>, x: f64) {
+    if !x.is_finite() || x.abs() >= ROUND12_LIMIT {
+        write_float_repr(out, x);
+        return;
+    }
+    if x.is_sign_negative() {
+        out.push(b'-');
+    }
+    let q = scaled_round12(x);
+    if q == 0 {
+        out.extend_from_slice(b"0.0");
+        return;
+    }
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut n = q;
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        start -= 2;
+        digits[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        start -= 2;
+        digits[start..start + 2].copy_from_slice(&DIGIT_PAIRS[n as usize * 2..n as usize * 2 + 2]);
+    } else {
+        start -= 1;
+        digits[start] = b'0' + n as u8;
+    }
+    let decpt = (digits.len() - start) as i32 - 12;
+    let mut end = digits.len();
+    while digits[end - 1] == b'0' {
+        end -= 1;
+    }
+    write_digits(out, &digits[start..end], decpt);
 }
 
 /// Append Python's `repr(x)` for a float: shortest round-trip digits, fixed notation
@@ -67,7 +122,12 @@ pub fn write_float_repr(out: &mut Vec<u8>, x: f64) {
     }
     let mut buffer = ryu::Buffer::new();
     let (digits, len, decpt) = shortest_digits(buffer.format_finite(x.abs()));
-    let digits = &digits[..len];
+    write_digits(out, &digits[..len], decpt);
+}
+
+/// Append the positive number `0.DIGITS * 10^decpt` in Python's repr layout.
+fn write_digits(out: &mut Vec<u8>, digits: &[u8], decpt: i32) {
+    let len = digits.len();
     let exponent = decpt - 1;
     if (-4..16).contains(&exponent) {
         if decpt <= 0 {
@@ -222,6 +282,29 @@ mod tests {
         assert!(negative_zero == 0.0 && negative_zero.is_sign_negative());
         assert!(round12(f64::NAN).is_nan());
         assert_eq!(round12(f64::NEG_INFINITY), f64::NEG_INFINITY);
+    }
+
+    #[test]
+    fn direct_rounded_repr_matches_round_then_repr() {
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut direct = Vec::new();
+        let mut two_step = Vec::new();
+        for i in 0..200_000u32 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Random bit patterns, and values spread over the range round12 changes.
+            let x = if i % 2 == 0 {
+                f64::from_bits(state)
+            } else {
+                (state >> 11) as f64 / (1u64 << 53) as f64 * 16384.0 - 8192.0
+            };
+            direct.clear();
+            two_step.clear();
+            write_round12_repr(&mut direct, x);
+            write_float_repr(&mut two_step, round12(x));
+            assert_eq!(direct, two_step, "x = {x:e}");
+        }
     }
 
     #[test]

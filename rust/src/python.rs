@@ -20,7 +20,7 @@ use pyo3::types::{PyDict, PyList, PyString, PyType};
 use crate::canonical::push_key_segment;
 use crate::digest::{id_bytes, ID_LEN};
 use crate::error::HashError;
-use crate::float::{round12, write_float_repr};
+use crate::float::write_round12_repr;
 use crate::json::{write_i64, write_str};
 use crate::keys::{cmp_keys, KeyKind, KeyRef};
 use crate::value::Text;
@@ -47,6 +47,8 @@ struct Entry {
     sort: KeyRef<'static>,
     /// `int.__repr__` raised for this key; the reference raises it when it builds the path.
     repr_failed: bool,
+    /// Position in the dict's insertion order.
+    index: usize,
 }
 
 /// One step of the key path, rendered only when an error is raised.
@@ -63,6 +65,50 @@ struct Scratch {
     out: Vec<u8>,
     entries: Vec<Entry>,
     path: Vec<Step>,
+    shape: Shape,
+    leaves: Vec<*mut ffi::PyObject>,
+}
+
+/// The key order of the last flat dict seen: a sweep hashes many dicts with the same
+/// key objects in the same insertion order, so their sort and key text are reused.
+///
+/// Holds strong references to its keys (so no other object can reuse their addresses);
+/// they are released when the shape is replaced, and deliberately never at exit.
+#[derive(Default)]
+struct Shape {
+    /// Exact-str keys in insertion order.
+    keys: Vec<*mut ffi::PyObject>,
+    /// For each sorted position, the insertion index of its key.
+    order: Vec<usize>,
+    /// For each sorted position, the key's JSON text and the `:` after it.
+    key_json: Vec<u8>,
+    key_spans: Vec<(usize, usize)>,
+}
+
+impl Shape {
+    fn release(&mut self) {
+        for &key in &self.keys {
+            // SAFETY: each key was increfed when stored; callers hold the GIL.
+            unsafe { ffi::Py_DECREF(key) };
+        }
+        self.keys.clear();
+        self.order.clear();
+        self.key_json.clear();
+        self.key_spans.clear();
+    }
+}
+
+/// Exact str, int, float, bool or None: written without running any Python code.
+///
+/// # Safety
+/// `obj` must be a live object.
+unsafe fn is_leaf(obj: *mut ffi::PyObject) -> bool {
+    let tp = ffi::Py_TYPE(obj);
+    tp == &raw mut ffi::PyUnicode_Type
+        || tp == &raw mut ffi::PyFloat_Type
+        || tp == &raw mut ffi::PyLong_Type
+        || tp == &raw mut ffi::PyBool_Type
+        || obj == ffi::Py_None()
 }
 
 thread_local! {
@@ -84,7 +130,10 @@ impl Drop for Walker<'_> {
         s.out.clear();
         s.entries.clear();
         s.path.clear();
-        SCRATCH.with(|cell| cell.set(Some(s)));
+        s.leaves.clear();
+        if let Some(mut older) = SCRATCH.with(|cell| cell.replace(Some(s))) {
+            older.shape.release();
+        }
     }
 }
 
@@ -277,7 +326,7 @@ impl<'py> Walker<'py> {
                 return self.write_str_obj(obj);
             }
             if tp == &raw mut ffi::PyFloat_Type {
-                write_float_repr(&mut self.s.out, round12(ffi::PyFloat_AsDouble(obj)));
+                write_round12_repr(&mut self.s.out, ffi::PyFloat_AsDouble(obj));
                 return Ok(());
             }
             if tp == &raw mut ffi::PyLong_Type {
@@ -313,7 +362,7 @@ impl<'py> Walker<'py> {
             }
             if ffi::PyFloat_Check(obj) != 0 {
                 // The C double itself, as float.__round__ reads it (no __float__, no __round__).
-                write_float_repr(&mut self.s.out, round12(ffi::PyFloat_AsDouble(obj)));
+                write_round12_repr(&mut self.s.out, ffi::PyFloat_AsDouble(obj));
                 return Ok(());
             }
             if ffi::PyLong_Check(obj) != 0 {
@@ -350,6 +399,24 @@ impl<'py> Walker<'py> {
             write_str(&mut self.s.out, bytes);
             ffi::Py_XDECREF(owner);
             Ok(())
+        }
+    }
+
+    /// Write a value `is_leaf` accepted.
+    fn write_leaf(&mut self, obj: *mut ffi::PyObject) -> PyResult<()> {
+        // SAFETY: `obj` is a live leaf (exact str, float, int, bool or None).
+        unsafe {
+            let tp = ffi::Py_TYPE(obj);
+            if tp == &raw mut ffi::PyFloat_Type {
+                write_round12_repr(&mut self.s.out, ffi::PyFloat_AsDouble(obj));
+                Ok(())
+            } else if tp == &raw mut ffi::PyUnicode_Type {
+                self.write_str_obj(obj)
+            } else if tp == &raw mut ffi::PyLong_Type {
+                self.write_int(obj)
+            } else {
+                self.walk(obj, 0)
+            }
         }
     }
 
@@ -506,13 +573,87 @@ impl<'py> Walker<'py> {
 
     fn walk_dict(&mut self, obj: *mut ffi::PyObject, depth: usize, exact: bool) -> PyResult<()> {
         self.check_depth(depth)?;
+        if exact && self.write_known_shape(obj)? {
+            return Ok(());
+        }
         let start = self.s.entries.len();
         let result = self
             .collect_entries(obj, exact)
             .and_then(|python_order| self.sort_entries(start, python_order))
             .and_then(|()| self.write_entries(obj, start, depth));
+        if result.is_ok() && exact {
+            self.remember_shape(start);
+        }
         release_entries(&mut self.s.entries, start);
         result
+    }
+
+    /// If `obj` (an exact dict) has the remembered shape and only leaf values, write it
+    /// from the shape and return true. Reads nothing else and runs no Python code.
+    fn write_known_shape(&mut self, obj: *mut ffi::PyObject) -> PyResult<bool> {
+        let s = &mut *self.s;
+        // SAFETY: `obj` is a live exact dict; borrowed keys and values are used only
+        // while no Python code can run (leaf values are written by plain C calls).
+        unsafe {
+            if ffi::PyDict_Size(obj) as usize != s.shape.keys.len() || s.shape.keys.is_empty() {
+                return Ok(false);
+            }
+            s.leaves.clear();
+            let mut pos: ffi::Py_ssize_t = 0;
+            let mut key = ptr::null_mut();
+            let mut value = ptr::null_mut();
+            let mut i = 0;
+            while ffi::PyDict_Next(obj, &mut pos, &mut key, &mut value) != 0 {
+                if s.shape.keys.get(i) != Some(&key) || !is_leaf(value) {
+                    return Ok(false);
+                }
+                s.leaves.push(value);
+                i += 1;
+            }
+        }
+        self.s.out.push(b'{');
+        for j in 0..self.s.shape.order.len() {
+            let (start, end) = self.s.shape.key_spans[j];
+            if j > 0 {
+                self.s.out.push(b',');
+            }
+            let s = &mut *self.s;
+            s.out.extend_from_slice(&s.shape.key_json[start..end]);
+            let value = s.leaves[s.shape.order[j]];
+            self.write_leaf(value)?;
+        }
+        self.s.out.push(b'}');
+        Ok(true)
+    }
+
+    /// Remember the sorted entries `start..` as the shape, if the dict was flat: exact
+    /// str keys (plain UTF-8) and leaf values only.
+    fn remember_shape(&mut self, start: usize) {
+        let s = &mut *self.s;
+        let entries = &s.entries[start..];
+        // SAFETY: the entries hold their keys and values alive.
+        let flat = !entries.is_empty()
+            && entries.iter().all(|e| unsafe {
+                ffi::Py_TYPE(e.key) == &raw mut ffi::PyUnicode_Type
+                    && e.owner.is_null()
+                    && !e.value.is_null()
+                    && is_leaf(e.value)
+            });
+        if !flat {
+            return;
+        }
+        s.shape.release();
+        s.shape.keys.resize(entries.len(), ptr::null_mut());
+        for e in entries {
+            s.shape.keys[e.index] = e.key;
+            // SAFETY: a new strong reference, released by Shape::release.
+            unsafe { ffi::Py_INCREF(e.key) };
+            s.shape.order.push(e.index);
+            let begin = s.shape.key_json.len();
+            e.sort.write_json(&mut s.shape.key_json);
+            s.shape.key_json.push(b':');
+            s.shape.key_spans.push((begin, s.shape.key_json.len()));
+        }
     }
 
     /// Push the dict's entries, checking each key in insertion order as the reference
@@ -531,13 +672,13 @@ impl<'py> Walker<'py> {
                 while ffi::PyDict_Next(obj, &mut pos, &mut key, &mut value) != 0 {
                     ffi::Py_INCREF(key);
                     ffi::Py_INCREF(value);
-                    self.push_entry(key, value, &mut kinds, &mut python_order)?;
+                    self.push_entry(key, value, start, &mut kinds, &mut python_order)?;
                 }
             } else {
                 let iter = Bound::from_borrowed_ptr(self.py, obj).try_iter()?;
                 for key in iter {
                     let key = key?.into_ptr();
-                    self.push_entry(key, ptr::null_mut(), &mut kinds, &mut python_order)?;
+                    self.push_entry(key, ptr::null_mut(), start, &mut kinds, &mut python_order)?;
                 }
             }
         }
@@ -559,15 +700,18 @@ impl<'py> Walker<'py> {
         &mut self,
         key: *mut ffi::PyObject,
         value: *mut ffi::PyObject,
+        start: usize,
         kinds: &mut u8,
         python_order: &mut bool,
     ) -> PyResult<()> {
+        let index = self.s.entries.len() - start;
         let mut entry = Entry {
             key,
             value,
             owner: ptr::null_mut(),
             sort: KeyRef::Null,
             repr_failed: false,
+            index,
         };
         // Pushed first, so the caller releases it whatever happens next.
         self.s.entries.push(entry);
@@ -718,13 +862,24 @@ fn hash_params<'py>(py: Python<'py>, params: &Bound<'py, PyAny>) -> PyResult<Bou
 #[pyfunction]
 #[pyo3(signature = (params))]
 fn hash_many<'py>(py: Python<'py>, params: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
-    let ids = PyList::empty(py);
     let mut walker = Walker::new(py);
-    for item in params.try_iter()? {
-        walker.params(&item?)?;
-        ids.append(id_string(py, &walker.s.out)?)?;
+    let mut ids: Vec<Bound<'py, PyString>> = Vec::new();
+    if let Ok(list) = params.cast_exact::<PyList>() {
+        // A list is read by index, as its iterator would (the length is re-read each step).
+        let mut i = 0;
+        while i < list.len() {
+            let item = list.get_item(i)?;
+            walker.params(&item)?;
+            ids.push(id_string(py, &walker.s.out)?);
+            i += 1;
+        }
+    } else {
+        for item in params.try_iter()? {
+            walker.params(&item?)?;
+            ids.push(id_string(py, &walker.s.out)?);
+        }
     }
-    Ok(ids)
+    PyList::new(py, ids)
 }
 
 /// Return the canonical JSON text whose SHA-256 is the id of ``params``.
