@@ -61,8 +61,11 @@ mod tests {
     fn padding_matches_the_hasher_at_every_length() {
         let text: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
         for len in 0..text.len() {
-            let expected: String =
-                Sha256::digest(&text[..len]).iter().take(8).map(|b| format!("{b:02x}")).collect();
+            let expected: String = Sha256::digest(&text[..len])
+                .iter()
+                .take(8)
+                .map(|b| format!("{b:02x}"))
+                .collect();
             assert_eq!(id_of(&text[..len]), expected, "length {len}");
         }
     }

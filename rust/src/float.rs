@@ -31,31 +31,33 @@ const DIGIT_PAIRS: &[u8; 200] = b"\
 const ROUND12_LIMIT: f64 = 8192.0;
 
 /// `|x| * 10^12` rounded to an integer, ties to even, for finite `|x| < 2^13`.
+///
+/// The exact product is `hi + lo` (`lo` from a fused multiply-add is the exact error,
+/// as `hi < 2^53` and, where it matters, nothing underflows). Rounding `hi` to an
+/// integer is only wrong when `hi` sits exactly on a half: then `lo` breaks the tie.
+/// When `hi >= 2^52` it is already an integer, rounded from the exact product with
+/// ties to even by the multiplication itself.
 fn scaled_round12(x: f64) -> u64 {
-    let bits = x.to_bits();
-    let biased = ((bits >> 52) & 0x7ff) as i32;
-    let fraction = bits & ((1u64 << 52) - 1);
-    let (mantissa, exponent) = if biased == 0 {
-        (fraction, -1074)
+    let a = x.abs();
+    let hi = a * 1e12;
+    let lo = a.mul_add(1e12, -hi);
+    // Round to an integer, ties to even: adding and removing 2^52 leaves no fraction
+    // bits (in the default rounding mode); from 2^52 on, hi is already an integer.
+    const TWO_52: f64 = 4_503_599_627_370_496.0;
+    let r = if hi < TWO_52 {
+        (hi + TWO_52) - TWO_52
     } else {
-        (fraction | (1u64 << 52), biased - 1075)
+        hi
     };
-    const FIVE_POW_12: u128 = 244_140_625;
-    let product = u128::from(mantissa) * FIVE_POW_12;
-    // |x| < 2^13 means exponent <= -40, so the scaled value is product / 2^shift.
-    let shift = (-(exponent + 12)) as u32;
-    if shift >= 128 {
-        return 0; // product < 2^81, so the quotient is below one half
+    let d = hi - r;
+    let q = r as u64;
+    if d.abs() != 0.5 || lo == 0.0 || (lo > 0.0) != (d > 0.0) {
+        q
+    } else if d > 0.0 {
+        q + 1
+    } else {
+        q - 1
     }
-    let floor = product >> shift;
-    let rest = product - (floor << shift);
-    let half = 1u128 << (shift - 1);
-    let q = if rest > half || (rest == half && floor & 1 == 1) {
-        floor + 1
-    } else {
-        floor
-    };
-    q as u64
 }
 
 /// Append `repr(round(x, 12))` as `json.dumps` writes it, without a float round-trip.
@@ -69,36 +71,108 @@ pub fn write_round12_repr(out: &mut Vec<u8>, x: f64) {
         write_float_repr(out, x);
         return;
     }
-    if x.is_sign_negative() {
+    let q = scaled_round12(x);
+    if q < 100_000_000 {
+        // Below 1e-4 (or zero): the rare exponent layout.
+        write_small_round12_repr(out, x.is_sign_negative(), q);
+        return;
+    }
+    // q < 8192e12 < 10^16: sixteen digits, the point after the fourth. The digits are
+    // made in registers (one byte per digit, most significant first) and written once.
+    let high = eight_digits((q / 100_000_000) as u32);
+    let low = eight_digits((q % 100_000_000) as u32);
+    let int_part = high as u32;
+    let frac_head = (high >> 32) as u32;
+    // Leading zeros of the integer part go, but one digit stays ("0.5").
+    let skip = if int_part == 0 {
+        3
+    } else {
+        (int_part.trailing_zeros() / 8).min(3)
+    };
+    // Trailing zeros of the fraction go, but one digit stays ("100.0").
+    let frac_len = if low != 0 {
+        12 - low.leading_zeros() / 8
+    } else if frac_head != 0 {
+        4 - frac_head.leading_zeros() / 8
+    } else {
+        1
+    } as usize;
+    const ASCII: u64 = u64::from_ne_bytes(*b"00000000");
+    out.reserve(24);
+    // SAFETY: 24 bytes are reserved past len; every write below stays inside them
+    // (at most 1 + 4 + 1 + 4 + 8 = 18 bytes), and len only covers the bytes meant.
+    unsafe {
+        let start = out.len();
+        let p = out.as_mut_ptr().add(start);
+        let mut n = 0;
+        if x.is_sign_negative() {
+            *p = b'-';
+            n = 1;
+        }
+        let int_ascii = (int_part | ASCII as u32) >> (8 * skip);
+        p.add(n).cast::<u32>().write_unaligned(int_ascii.to_le());
+        n += 4 - skip as usize;
+        *p.add(n) = b'.';
+        n += 1;
+        p.add(n)
+            .cast::<u32>()
+            .write_unaligned((frac_head | ASCII as u32).to_le());
+        p.add(n + 4)
+            .cast::<u64>()
+            .write_unaligned((low | ASCII).to_le());
+        out.set_len(start + n + frac_len);
+    }
+}
+
+/// The eight decimal digits of `n < 10^8` as bytes 0-9 of a little-endian word, most
+/// significant digit in the lowest byte (divisions by 10^4, 100 and 10 done lane-wise).
+fn eight_digits(n: u32) -> u64 {
+    let n = u64::from(n);
+    let x = (n / 10_000) | ((n % 10_000) << 32);
+    // Per 32-bit lane (< 10^4): v / 100 == (v * 5243) >> 19.
+    let hundreds = ((x * 5243) >> 19) & 0x0000_007f_0000_007f;
+    let y = hundreds | ((x - hundreds * 100) << 16);
+    // Per 16-bit lane (< 100): v / 10 == (v * 103) >> 10.
+    let tens = ((y * 103) >> 10) & 0x000f_000f_000f_000f;
+    tens | ((y - tens * 10) << 8)
+}
+
+/// `write_round12_repr` for `q < 10^8`: zero, or `1.5e-05` style below 1e-4.
+fn write_small_round12_repr(out: &mut Vec<u8>, negative: bool, q: u64) {
+    if negative {
         out.push(b'-');
     }
-    let q = scaled_round12(x);
     if q == 0 {
         out.extend_from_slice(b"0.0");
         return;
     }
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    let mut n = q;
-    while n >= 100 {
-        let pair = (n % 100) as usize * 2;
-        n /= 100;
-        start -= 2;
-        digits[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    let mut digits = [0u8; 8];
+    write_8_digits(&mut digits, q as u32);
+    let first = digits.iter().position(|&d| d != b'0').unwrap_or(7);
+    let end = digits.iter().rposition(|&d| d != b'0').map_or(8, |i| i + 1);
+    out.push(digits[first]);
+    if end > first + 1 {
+        out.push(b'.');
+        out.extend_from_slice(&digits[first + 1..end]);
     }
-    if n >= 10 {
-        start -= 2;
-        digits[start..start + 2].copy_from_slice(&DIGIT_PAIRS[n as usize * 2..n as usize * 2 + 2]);
-    } else {
-        start -= 1;
-        digits[start] = b'0' + n as u8;
+    // q = D.DDD * 10^(7 - first), so x = D.DDD * 10^(7 - first - 12).
+    let exponent = first + 5;
+    out.extend_from_slice(&[
+        b'e',
+        b'-',
+        b'0' + (exponent / 10) as u8,
+        b'0' + (exponent % 10) as u8,
+    ]);
+}
+
+/// Write `n < 10^8` as exactly eight decimal digits.
+fn write_8_digits(out: &mut [u8], n: u32) {
+    let (high, low) = (n / 10_000, n % 10_000);
+    for (chunk, part) in out.chunks_exact_mut(4).zip([high, low]) {
+        let (a, b) = ((part / 100) as usize * 2, (part % 100) as usize * 2);
+        chunk[..2].copy_from_slice(&DIGIT_PAIRS[a..a + 2]);
+        chunk[2..].copy_from_slice(&DIGIT_PAIRS[b..b + 2]);
     }
-    let decpt = (digits.len() - start) as i32 - 12;
-    let mut end = digits.len();
-    while digits[end - 1] == b'0' {
-        end -= 1;
-    }
-    write_digits(out, &digits[start..end], decpt);
 }
 
 /// Append Python's `repr(x)` for a float: shortest round-trip digits, fixed notation
@@ -282,6 +356,72 @@ mod tests {
         assert!(negative_zero == 0.0 && negative_zero.is_sign_negative());
         assert!(round12(f64::NAN).is_nan());
         assert_eq!(round12(f64::NEG_INFINITY), f64::NEG_INFINITY);
+    }
+
+    /// The same rounding by exact integer arithmetic: `x = m * 2^e`, `x * 10^12 = m * 5^12 * 2^(e + 12)`.
+    fn exact_scaled_round12(x: f64) -> u64 {
+        let bits = x.to_bits();
+        let biased = ((bits >> 52) & 0x7ff) as i32;
+        let fraction = bits & ((1u64 << 52) - 1);
+        let (mantissa, exponent) = if biased == 0 {
+            (fraction, -1074)
+        } else {
+            (fraction | (1u64 << 52), biased - 1075)
+        };
+        const FIVE_POW_12: u128 = 244_140_625;
+        let product = u128::from(mantissa) * FIVE_POW_12;
+        // |x| < 2^13 means exponent <= -40, so the scaled value is product / 2^shift.
+        let shift = (-(exponent + 12)) as u32;
+        if shift >= 128 {
+            return 0; // product < 2^81, so the quotient is below one half
+        }
+        let floor = product >> shift;
+        let rest = product - (floor << shift);
+        let half = 1u128 << (shift - 1);
+        let q = if rest > half || (rest == half && floor & 1 == 1) {
+            floor + 1
+        } else {
+            floor
+        };
+        q as u64
+    }
+
+    #[test]
+    fn float_rounding_matches_exact_integer_rounding() {
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut check = |x: f64| {
+            assert_eq!(
+                scaled_round12(x),
+                exact_scaled_round12(x),
+                "x = {x:e} ({:#x})",
+                x.to_bits()
+            );
+        };
+        for _ in 0..2_000_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let bits = state & !(1 << 63);
+            // Any magnitude below 2^13, and values near exact ties k/2^j + tiny offsets.
+            check(f64::from_bits(bits) % 8192.0);
+            let tie = (state >> 40) as f64 / f64::from(1u32 << (state % 24) as u32);
+            if tie < 8192.0 {
+                check(tie);
+                check(f64::from_bits(tie.to_bits() + 1).min(8191.0));
+                check(f64::from_bits(tie.to_bits().saturating_sub(1)));
+            }
+        }
+        for x in [
+            0.0,
+            5e-13,
+            1.5e-12,
+            2.5e-12,
+            1.0 / 8192.0,
+            3.0 / 8192.0,
+            5000.0 + 1.0 / 8192.0,
+        ] {
+            check(x);
+        }
     }
 
     #[test]
