@@ -389,7 +389,7 @@ mod tests {
     #[test]
     fn float_rounding_matches_exact_integer_rounding() {
         let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut check = |x: f64| {
+        let check = |x: f64| {
             assert_eq!(
                 scaled_round12(x),
                 exact_scaled_round12(x),
