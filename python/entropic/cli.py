@@ -102,7 +102,7 @@ def _write_ids(batch: list[dict[str, Any]], out: TextIO, *, canonical: bool) -> 
     if texts is None:
         out.write("\n".join(ids) + "\n")
     else:
-        out.write("".join(f"{i}\t{t}\n" for i, t in zip(ids, texts)))
+        out.write("".join(f"{i}\t{t}\n" for i, t in zip(ids, texts, strict=True)))
 
 
 def _parse_object(text: str, *, where: str) -> dict[str, Any]:
@@ -112,7 +112,7 @@ def _parse_object(text: str, *, where: str) -> dict[str, Any]:
         raise CLIError(f"{where} is not valid JSON ({exc}); quote it for the shell") from exc
     if not isinstance(value, dict):
         raise CLIError(
-            f"{where} must be a JSON object such as '{{\"n\": 100, \"dt\": 0.1}}', "
+            f'{where} must be a JSON object such as \'{{"n": 100, "dt": 0.1}}\', '
             f"not a JSON {type(value).__name__}"
         )
     return value

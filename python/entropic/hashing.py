@@ -1,4 +1,4 @@
-"""Parameter hashing: the id of a parameter set, from the compiled core or the pure-Python reference.
+"""Parameter hashing: the id of a parameter set, from the compiled core or the Python reference.
 
 ``BACKEND`` says which one loaded: ``"rust"`` (the compiled ``entropic._core``)
 or ``"python"`` (``entropic._pyhash``). Setting ``ENTROPIC_PURE_PYTHON=1``
@@ -53,7 +53,11 @@ def _load() -> str:
             f"entropic._core was built with MAX_DEPTH={_core.MAX_DEPTH}, the Python "
             f"package expects {MAX_DEPTH}; rebuild with `pip install .`"
         )
-    hash_params, hash_many, canonical_json = _core.hash_params, _core.hash_many, _core.canonical_json
+    hash_params, hash_many, canonical_json = (
+        _core.hash_params,
+        _core.hash_many,
+        _core.canonical_json,
+    )
     return "rust"
 
 
