@@ -35,6 +35,7 @@ from entropic.errors import MissingResultError, ReservedColumnError, SchemaDrift
 from entropic.models import RESERVED_COLUMNS, Base, utcnow
 
 if TYPE_CHECKING:
+    import pandas as pd
     from distributed import Client
 
 __all__ = ["ModelT", "Point", "Runner", "Store"]
@@ -511,6 +512,26 @@ class Store(Generic[ModelT]):
                 len(restored),
             )
         return ingested, restored
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def find(self, **equals: Any) -> list[ModelT]:
+        """Records whose columns equal ``equals`` (floats as ids round them), oldest first."""
+        from entropic import query
+
+        return query.find(self.engine, self._model, equals)
+
+    def count(self, **equals: Any) -> int:
+        """How many rows ``find(**equals)`` would return."""
+        from entropic import query
+
+        return query.count(self.engine, self._model, equals)
+
+    def to_pandas(self, **equals: Any) -> pd.DataFrame:
+        """The rows ``find(**equals)`` would return as a DataFrame (needs pandas)."""
+        from entropic import query
+
+        return query.to_pandas(self.engine, self._model, equals)
 
 
 # -- the model -----------------------------------------------------------------------------
