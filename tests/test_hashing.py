@@ -1,0 +1,496 @@
+"""Differential tests of the hash: compiled core == pure-Python reference == json.dumps.
+
+Hypothesis generates nested parameter sets of every kind the spec names, and bad
+ones; both backends must give the same canonical text, the same id, or the same
+exception class with the same message. When the compiled core is not built (only
+allowed in the pure-Python run) the reference is still checked against json.dumps.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import os
+import random
+import struct
+import subprocess
+import sys
+import textwrap
+from collections import OrderedDict, UserDict, defaultdict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from entropic import _pyhash, errors, hashing
+
+PURE_RUN = os.environ.get("ENTROPIC_PURE_PYTHON", "") not in ("", "0")
+
+try:
+    from entropic import _core
+except ModuleNotFoundError:  # pragma: no cover - only a pure-Python run may lack it
+    if not PURE_RUN:
+        raise
+    _core = None  # type: ignore[assignment]
+
+needs_core = pytest.mark.skipif(_core is None, reason="entropic._core is not built (pure run)")
+
+
+class Mode(enum.Enum):
+    FAST = "fast"
+    EXACT = (1, 2.5, "x")
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 10**20
+
+
+class Unit(str, enum.Enum):
+    METRE = "m"
+
+
+class Scale(float, enum.Enum):
+    THIRD = 0.1 + 0.2
+
+
+class Labelled:
+    """A value with its own __str__: hashed as that text."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def __str__(self) -> str:
+        return f"Labelled({self.label})"
+
+
+class Boxed:
+    """Not an enum, but has .value: hashed as its value."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def json_dumps_reference(params: Any) -> str:
+    return json.dumps(_pyhash.normalize(params), sort_keys=True, separators=(",", ":"))
+
+
+def outcome(func: Callable[[Any], Any], params: Any) -> tuple[Any, ...]:
+    """What a call gave: its result, or its exception's class and message."""
+    try:
+        return ("ok", func(params))
+    except (TypeError, ValueError) as exc:
+        return ("error", type(exc), str(exc))
+
+
+def assert_agree(params: Any) -> tuple[Any, ...]:
+    """Every implementation gives the same canonical text and id, or the same error."""
+    reference = outcome(_pyhash.canonical_json, params)
+    assert outcome(json_dumps_reference, params) == reference
+    ids = outcome(_pyhash.hash_params, params)
+    assert outcome(hashing.canonical_json, params) == reference
+    assert outcome(hashing.hash_params, params) == ids
+    if _core is not None:
+        assert outcome(_core.canonical_json, params) == reference
+        assert outcome(_core.hash_params, params) == ids
+        assert outcome(lambda p: _core.hash_many(iter([p, p])), params) == (
+            ids if ids[0] == "error" else ("ok", [ids[1], ids[1]])
+        )
+    return reference
+
+
+# --- strategies -------------------------------------------------------------------------
+
+ints = st.one_of(
+    st.integers(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64, 10**40]),
+)
+# Near-ties of the 12-place rounding: k / 2^13 are exact ties; neighbours one ulp away.
+near_ties = st.integers(min_value=-(2**26), max_value=2**26).flatmap(
+    lambda k: st.sampled_from(
+        [k / 8192, math.nextafter(k / 8192, math.inf), math.nextafter(k / 8192, -math.inf)]
+    )
+)
+floats = st.one_of(st.floats(), st.floats(min_value=-1e4, max_value=1e4), near_ties)
+texts = st.text(st.characters(exclude_categories=()), max_size=12)
+plain_keys = st.text(st.characters(exclude_categories=()), max_size=6)
+leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    ints,
+    floats,
+    texts,
+    st.sampled_from([Mode.FAST, Mode.EXACT, Level.LOW, Level.HIGH, Unit.METRE, Scale.THIRD]),
+    texts.map(Labelled),
+    st.builds(Boxed, st.one_of(ints, floats, texts)),
+)
+hashable_leaves = st.one_of(st.none(), st.booleans(), ints, floats, texts)
+number_keys = st.one_of(ints, st.floats(allow_nan=False), st.booleans())
+sets = st.one_of(
+    st.sets(hashable_leaves, max_size=6),
+    st.frozensets(st.one_of(hashable_leaves, st.tuples(hashable_leaves, hashable_leaves))),
+)
+
+
+def containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.lists(children, max_size=5),
+        st.lists(children, max_size=4).map(tuple),
+        st.dictionaries(plain_keys, children, max_size=5),
+        st.dictionaries(number_keys, children, max_size=4),
+        st.builds(Boxed, children),
+    )
+
+
+values = st.recursive(st.one_of(leaves, sets), containers, max_leaves=40)
+params_strategy = st.dictionaries(plain_keys, values, max_size=6)
+
+
+def numpy_values() -> st.SearchStrategy[Any]:
+    np = pytest.importorskip("numpy")
+    return st.one_of(
+        st.integers(-(2**62), 2**62).map(np.int64),
+        st.floats(width=32).map(np.float32),
+        st.floats().map(np.float64),
+        st.booleans().map(np.bool_),
+        st.lists(st.integers(-1000, 1000), max_size=8).map(lambda xs: np.array(xs, dtype=np.int32)),
+        st.lists(st.floats(), max_size=6).map(lambda xs: np.array(xs, dtype=np.float64)),
+    )
+
+
+class Address:
+    """The default repr, with a memory address: cannot be hashed."""
+
+
+bad_leaves = st.one_of(
+    st.just(None).map(lambda _: object()),
+    st.just(None).map(lambda _: Address()),
+    st.just(None).map(lambda _: Boxed(Address())),
+)
+# Dicts whose keys cannot be ordered or written: mixed kinds, NaN, other types.
+bad_dicts = st.one_of(
+    st.tuples(plain_keys, number_keys).map(lambda kv: {kv[0]: 1, kv[1]: 2}),
+    st.tuples(plain_keys).map(lambda k: {k[0]: 1, None: 2}),
+    st.just(None).map(lambda _: {1.5: 1, math.nan: 2}),
+    st.tuples(st.tuples(ints)).map(lambda k: {k[0]: 1}),
+    st.just(None).map(lambda _: {frozenset(): 1}),
+)
+maybe_bad_values = st.recursive(
+    st.one_of(leaves, sets, bad_leaves, bad_dicts), containers, max_leaves=30
+)
+
+
+# --- differential properties -------------------------------------------------------------
+
+
+@given(params_strategy)
+def test_backends_agree_on_generated_params(params: dict[str, Any]) -> None:
+    assert_agree(params)
+
+
+@given(st.dictionaries(plain_keys, maybe_bad_values, min_size=1, max_size=5))
+def test_backends_agree_on_errors(params: dict[str, Any]) -> None:
+    assert_agree(params)
+
+
+@given(st.data())
+def test_backends_agree_on_numpy(data: st.DataObject) -> None:
+    params = data.draw(st.dictionaries(plain_keys, numpy_values(), max_size=4))
+    assert_agree(params)
+
+
+@given(st.dictionaries(number_keys, st.one_of(st.none(), st.integers(), texts), max_size=12))
+def test_number_keys_sort_like_python(params: dict[Any, Any]) -> None:
+    result = assert_agree(params)
+    assert result[0] == "ok"
+    assert result[1] == json.dumps(params, sort_keys=True, separators=(",", ":"))
+
+
+@given(st.lists(values, max_size=3), st.integers(0, 300))
+def test_deep_nesting_agrees(leaf: list[Any], depth: int) -> None:
+    value: Any = leaf
+    for i in range(depth):
+        value = [value] if i % 3 else {"k": value}
+    assert_agree({"deep": value})
+
+
+# --- errors, bounds and odd inputs ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "params",
+    [[1, 2], (("n", 1),), "n=100", 3, None, {1, 2}, b"{}"],
+    ids=["list", "tuple", "str", "int", "None", "set", "bytes"],
+)
+def test_non_mappings_are_rejected(params: Any) -> None:
+    result = assert_agree(params)
+    assert result[:2] == ("error", errors.ParamsTypeError)
+    assert f"not {type(params).__name__};" in result[2]
+
+
+def test_mappings_and_dict_subclasses() -> None:
+    class Frozen(UserDict[str, Any]):
+        pass
+
+    base = {"n": 100, "dt": 0.1}
+    expected = _pyhash.hash_params(base)
+    for params in (
+        Frozen(base),
+        OrderedDict(reversed(base.items())),
+        defaultdict(int, base),
+    ):
+        assert_agree(params)
+        assert hashing.hash_params(params) == expected
+
+
+def test_dict_subclass_getitem_is_used_like_the_reference() -> None:
+    class Doubling(dict[str, Any]):
+        def __getitem__(self, key: str) -> Any:
+            return 2 * super().__getitem__(key)
+
+    result = assert_agree({"cfg": Doubling(a=1, b=2)})
+    assert result == ("ok", '{"cfg":{"a":2,"b":4}}')
+
+
+def test_cyclic_structures_hit_the_depth_bound() -> None:
+    loop: list[Any] = []
+    loop.append(loop)
+    table: dict[str, Any] = {}
+    table["self"] = table
+    for params in ({"loop": loop}, table):
+        result = assert_agree(params)
+        assert result[:2] == ("error", errors.ParamsDepthError)
+
+
+def test_self_referencing_value_attribute_hits_the_depth_bound() -> None:
+    class Forever:
+        @property
+        def value(self) -> Forever:
+            return self
+
+    result = assert_agree({"v": Forever()})
+    assert result[:2] == ("error", errors.ParamsDepthError)
+    assert result[2].startswith('cannot hash params["v"]: params are nested more than 256')
+
+
+@pytest.mark.parametrize("depth", [hashing.MAX_DEPTH - 1, hashing.MAX_DEPTH, 100_000])
+def test_depth_bound_is_an_error_never_a_crash(depth: int) -> None:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    result = assert_agree({"x": value})
+    if depth < hashing.MAX_DEPTH:
+        assert result[0] == "ok"
+    else:
+        assert result[:2] == ("error", errors.ParamsDepthError)
+        assert result[2].endswith("(or contain themselves); flatten the structure")
+
+
+def test_error_paths_name_the_key() -> None:
+    cases = {
+        'params["cfg"]["solver"]': {"cfg": {"solver": object()}},
+        'params["xs"][3]': {"xs": [0, 1, 2, object()]},
+        "params[1]": {1: object()},
+        "params[0.5]": {0.5: object()},
+        "params[True]": {True: object()},
+        "params[None]": {None: object()},
+        "params[inf]": {math.inf: object()},
+        'params["s"][set item]': {"s": {1, Address()}},
+        'params["e"]': {"e": Boxed(object())},
+    }
+    for path, params in cases.items():
+        result = assert_agree(params)
+        assert result[:2] == ("error", errors.ParamsTypeError)
+        assert result[2].startswith(f"cannot hash {path}: str() of a ")
+
+
+def test_values_are_visited_in_key_order() -> None:
+    # "a" sorts first, so its error is the one reported, whatever the insertion order.
+    params = {"b": [object()], "a": {"x": 1, 2: "y"}}
+    result = assert_agree(params)
+    assert 'params["a"]: dict keys of types int, str' in result[2]
+
+
+def test_str_subclass_keys_and_int_subclass_keys() -> None:
+    assert_agree({Unit.METRE: 1, "a": 2})
+    assert_agree({Level.HIGH: "h", Level.LOW: "l", 5: "five"})
+    assert_agree({"k": {Unit.METRE: Address()}})
+
+
+def test_huge_ints_behave_like_the_reference() -> None:
+    huge = 10**5000  # more digits than int.__repr__ allows by default
+    assert_agree({"n": huge})
+    assert_agree({"n": huge, "o": object()})
+    assert_agree({"s": {huge, 1}})
+    assert_agree({"k": {huge: 1}})
+
+
+# --- floats ---------------------------------------------------------------------------------
+
+
+def _random_doubles(count: int, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        (x,) = struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))
+        if not math.isnan(x):
+            out.append(x)
+    return out
+
+
+def _near_ties(count: int, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        base = rng.randrange(-(2**26), 2**26) / 2 ** rng.randrange(12, 20)
+        out += [base, math.nextafter(base, math.inf), math.nextafter(base, -math.inf)]
+    scales = [10.0**-e for e in range(1, 13)]
+    out += [rng.uniform(-8192, 8192) for _ in range(count)]
+    out += [rng.choice(scales) * rng.randrange(1, 10**6) for _ in range(count)]
+    return out
+
+
+@needs_core
+def test_round12_matches_python_round() -> None:
+    xs = _near_ties(20_000, 1) + _random_doubles(20_000, 2) + [5e-324, 8191.999999999999]
+    expected = json.dumps({"x": [round(x, 12) for x in xs]}, separators=(",", ":"))
+    assert _core.canonical_json({"x": xs}) == expected
+    assert _pyhash.canonical_json({"x": xs}) == expected
+
+
+@needs_core
+def test_float_repr_matches_python_repr() -> None:
+    # Keys are not rounded, so they show the shortest repr of arbitrary doubles.
+    keys = [*_random_doubles(30_000, 3), 1e16, 1e-5, 1e22, 2.0**-1074, -0.0, math.inf]
+    params = dict.fromkeys(keys, 0)
+    expected = json.dumps(params, sort_keys=True, separators=(",", ":"))
+    assert _core.canonical_json(params) == expected
+
+
+# --- hash_many, processes, backend selection -------------------------------------------------
+
+
+def test_hash_many_consumes_a_generator_once_in_order() -> None:
+    items = [{"i": i, "x": i / 7} for i in range(500)]
+    pulled = 0
+
+    def generate() -> Iterator[dict[str, Any]]:
+        nonlocal pulled
+        for item in items:
+            pulled += 1
+            yield item
+
+    expected = [_pyhash.hash_params(p) for p in items]
+    assert hashing.hash_many(generate()) == expected
+    assert pulled == len(items)
+    if _core is not None:
+        pulled = 0
+        assert _core.hash_many(generate()) == expected
+        assert pulled == len(items)
+        assert _core.hash_many([]) == []
+        assert _core.hash_many(p for p in ()) == []
+
+
+def test_hash_many_stops_at_the_first_bad_item() -> None:
+    items = [{"a": 1}, [1], {"b": 2}]
+    for impl in (_pyhash.hash_many, hashing.hash_many, *([_core.hash_many] if _core else [])):
+        with pytest.raises(errors.ParamsTypeError, match="not list"):
+            impl(iter(items))
+    with pytest.raises(TypeError, match="not iterable"):
+        hashing.hash_many(3)  # type: ignore[arg-type]
+
+
+SEEDED_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    from entropic import _pyhash
+    params = {"names": {"alpha", "beta", "gamma", "delta", "é", "😀"},
+              "frozen": frozenset({("a", 1), ("b", 2)}), "n": 100, "dt": 0.1}
+    ids = {"python": _pyhash.hash_params(params)}
+    if os.environ.get("ENTROPIC_PURE_PYTHON", "") in ("", "0"):
+        from entropic import _core
+        ids["rust"] = _core.hash_params(params)
+    print(json.dumps(ids))
+    """
+)
+
+
+@pytest.mark.parametrize("backend_env", ["compiled", "pure"])
+def test_ids_are_equal_across_hash_seeds(backend_env: str) -> None:
+    if backend_env == "compiled" and _core is None:
+        pytest.skip("entropic._core is not built (pure run)")
+    results = []
+    for seed in ("0", "1", "12345", "random"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        env["ENTROPIC_PURE_PYTHON"] = "1" if backend_env == "pure" else "0"
+        out = subprocess.run(
+            [sys.executable, "-c", SEEDED_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        results.append(json.loads(out.stdout))
+    assert all(r == results[0] for r in results)
+    assert len(set(results[0].values())) == 1
+
+
+BACKEND_SCRIPT = textwrap.dedent(
+    """
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        import entropic.hashing as h
+    names = sorted({w.category.__name__ for w in caught})
+    print(h.BACKEND, "PurePythonFallbackWarning" in names)
+    """
+)
+BLOCK_CORE = textwrap.dedent(
+    """
+    import sys
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name == "entropic._core":
+                raise {error}
+    sys.meta_path.insert(0, Block())
+    """
+)
+
+
+def _backend_in_subprocess(env_value: str, error: str = "") -> subprocess.CompletedProcess[str]:
+    """Import entropic.hashing in a fresh interpreter; `error` is raised when _core is imported."""
+    prelude = BLOCK_CORE.format(error=error) if error else ""
+    env = {**os.environ, "ENTROPIC_PURE_PYTHON": env_value}
+    return subprocess.run(
+        [sys.executable, "-c", prelude + BACKEND_SCRIPT], env=env, capture_output=True, text=True
+    )
+
+
+def test_pure_python_switch_selects_the_reference() -> None:
+    out = _backend_in_subprocess("1")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["python", "False"]
+
+
+@needs_core
+def test_compiled_backend_loads_when_built() -> None:
+    for value in ("", "0"):
+        out = _backend_in_subprocess(value)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["rust", "False"]
+
+
+def test_missing_core_falls_back_with_a_warning() -> None:
+    out = _backend_in_subprocess("0", 'ModuleNotFoundError("gone", name="entropic._core")')
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["python", "True"]
+
+
+def test_broken_core_is_not_hidden() -> None:
+    out = _backend_in_subprocess("0", 'ImportError("libfoo.so: cannot open shared object")')
+    assert out.returncode != 0
+    assert "libfoo.so: cannot open shared object" in out.stderr
