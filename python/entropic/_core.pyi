@@ -3,6 +3,8 @@
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+__all__ = ["MAX_DEPTH", "canonical_json", "hash_many", "hash_params"]
+
 MAX_DEPTH: Final[int]
 
 def hash_params(params: Mapping[str, Any]) -> str:
