@@ -9,7 +9,16 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from entropic import Base, Mapped, ParamsTypeError, Store, expand_grid, hash_params, mapped_column
+from entropic import (
+    Base,
+    Mapped,
+    ParamsTypeError,
+    Store,
+    SweepError,
+    expand_grid,
+    hash_params,
+    mapped_column,
+)
 from entropic.sweep import LOOKUP_CHUNK
 
 
@@ -179,23 +188,22 @@ def test_sweep_of_nothing(store: Store[Point]) -> None:
     assert store.sweep(expand_grid({"a": [], "b": [0.5]})) == []
 
 
-def test_a_runner_failure_stops_the_serial_sweep_and_keeps_finished_points(
-    db_url: str, tmp_path: Path
-) -> None:
+def test_a_runner_failure_does_not_stop_the_sweep(db_url: str, tmp_path: Path) -> None:
     def runner(params: dict[str, Any]) -> None:
         if params["a"] == 2:
             raise RuntimeError("point 2 diverged")
         Path(params["result_file"]).write_text("x")
 
     with Store(runner, Point, results_dir=tmp_path / "r", db_url=db_url) as store:
-        with pytest.raises(RuntimeError, match="point 2 diverged"):
+        with pytest.raises(SweepError, match="point 2 diverged") as info:
             store.sweep([{"a": i, "b": 0.5} for i in range(4)])
         assert [store.retrieve({"a": i, "b": 0.5}) is not None for i in range(4)] == [
             True,
             True,
             False,
-            False,
+            True,
         ]
+        assert [r.a for r in info.value.records] == [0, 1, 3]
 
 
 def test_sweep_accepts_a_client_argument(store: Store[Point]) -> None:

@@ -2,6 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from entropic._tables import Failure
 from entropic.errors import (
     MissingResultError,
     ParamsDepthError,
@@ -9,6 +10,7 @@ from entropic.errors import (
     PurePythonFallbackWarning,
     ReservedColumnError,
     SchemaDriftError,
+    SweepError,
 )
 from entropic.grid import expand_grid
 from entropic.hashing import canonical_json, hash_many, hash_params
@@ -22,6 +24,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "Base",
+    "Failure",
     "Mapped",
     "MissingResultError",
     "ParamsDepthError",
@@ -30,6 +33,7 @@ __all__ = [
     "ReservedColumnError",
     "SchemaDriftError",
     "Store",
+    "SweepError",
     "__version__",
     "canonical_json",
     "expand_grid",

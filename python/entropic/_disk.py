@@ -10,7 +10,11 @@ start with a dot:
   that dies in between loses nothing;
 - ``.entropic/aside/{id}``: the previous result of a run being re-run, put
   back if the re-run fails or dies;
-- ``.entropic/tmp/``: half-written sidecars, renamed into place when complete.
+- ``.entropic/tmp/``: half-written sidecars, renamed into place when complete;
+- ``.entropic/journal/{owner}.{n}.jsonl``: what a sweep uses instead of one
+  sidecar per run: the rows of the runs of one batch, one JSON line each,
+  appended as each run finishes and removed once the batch is committed (one
+  ``write`` per run instead of creating, renaming and deleting a file).
 """
 
 from __future__ import annotations
@@ -24,13 +28,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Disk", "check_file_suffix", "check_id"]
+__all__ = ["Disk", "Journal", "check_file_suffix", "check_id"]
 
 META_DIR = ".entropic"
 SIDECAR_SUFFIX = ".json"
 #: File names are limited to 255 bytes on the filesystems entropic runs on.
 NAME_MAX = 255
 SIDECAR_VERSION = 1
+JOURNAL_SUFFIX = ".jsonl"
 
 
 def check_id(run_id: object) -> str:
@@ -88,13 +93,14 @@ class Disk:
         self.sidecars = self.meta / "sidecars"
         self.aside = self.meta / "aside"
         self.tmp = self.meta / "tmp"
+        self.journal = self.meta / "journal"
 
     def create(self) -> None:
         """Create results_dir and entropic's folders in it, with a clear error if that fails."""
         if self.root.exists() and not self.root.is_dir():
             raise NotADirectoryError(f"results_dir {self.root} exists and is not a directory")
         try:
-            for folder in (self.root, self.sidecars, self.aside, self.tmp):
+            for folder in (self.root, self.sidecars, self.aside, self.tmp, self.journal):
                 folder.mkdir(parents=True, exist_ok=True)
         except PermissionError as exc:
             raise PermissionError(
@@ -195,6 +201,29 @@ class Disk:
             if entry.name.endswith(SIDECAR_SUFFIX) and entry.is_file()
         )
 
+    def list_journals(self) -> list[tuple[Path, str]]:
+        """(path, owner token) of every sweep journal left in results_dir."""
+        found = []
+        for entry in _scan(self.journal):
+            if entry.name.endswith(JOURNAL_SUFFIX) and entry.is_file():
+                owner = entry.name[: -len(JOURNAL_SUFFIX)].rpartition(".")[0]
+                found.append((Path(entry.path), owner))
+        return sorted(found)
+
+    def read_journal(self, path: Path) -> list[dict[str, Any]]:
+        """The complete rows of a journal; a line cut short by a kill is skipped."""
+        rows = []
+        with open(path, "rb") as handle:
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    data = json.loads(line)
+                    rows.append(_decode_row(data["row"], data.get("types", {})))
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return rows
+
     def clear_tmp(self) -> int:
         """Remove half-written sidecars left by a process that died; return how many."""
         removed = 0
@@ -203,6 +232,46 @@ class Disk:
                 Path(entry.path).unlink(missing_ok=True)
                 removed += 1
         return removed
+
+
+class Journal:
+    """The journal of one sweep: finished rows appended until their batch is committed."""
+
+    def __init__(self, disk: Disk, owner: str) -> None:
+        self.folder = disk.journal
+        self.owner = owner
+        self.serial = 0
+        self.fd = -1
+        self.path = ""
+
+    def append(self, row: dict[str, Any]) -> bool:
+        """Journal one finished run's row; False if its values are not JSON-able."""
+        plain, types = _encode_row(row)
+        try:
+            line = json.dumps({"row": plain, "types": types}, separators=(",", ":"))
+        except (TypeError, ValueError):
+            return False
+        if self.fd < 0:
+            self.path = os.path.join(self.folder, f"{self.owner}.{self.serial}{JOURNAL_SUFFIX}")
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        # One write of one whole line: a kill leaves it complete or cut short, never mixed.
+        os.write(self.fd, (line + "\n").encode("utf-8"))
+        return True
+
+    def rotate(self) -> None:
+        """Drop the journal of a committed batch; the next run starts a new one."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            os.unlink(self.path)
+            self.fd = -1
+            self.serial += 1
+
+    def close(self) -> None:
+        """Close without removing (what was not committed stays for recovery)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            self.serial += 1
 
 
 def _scan(folder: Path) -> list[os.DirEntry[str]]:

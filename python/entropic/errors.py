@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "MissingResultError",
     "ParamsDepthError",
@@ -9,6 +11,7 @@ __all__ = [
     "PurePythonFallbackWarning",
     "ReservedColumnError",
     "SchemaDriftError",
+    "SweepError",
 ]
 
 
@@ -39,3 +42,22 @@ class MissingResultError(FileNotFoundError):
 
 class SchemaDriftError(RuntimeError):
     """The existing table lacks columns the model declares; it needs an ``ALTER TABLE`` first."""
+
+
+class SweepError(RuntimeError):
+    """Some points of a sweep failed; the others ran and were persisted.
+
+    ``failures`` holds ``(params, exception)`` for each failed point and
+    ``records`` the persisted records in input order. Sweeping the same points
+    again runs only those that failed or never ran.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        failures: list[tuple[dict[str, Any], BaseException]] | None = None,
+        records: list[Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.failures = failures if failures is not None else []
+        self.records = records if records is not None else []

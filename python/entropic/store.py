@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from enum import Enum as PyEnum
 from pathlib import Path
@@ -25,16 +25,19 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import CreateColumn
 
 from entropic import hashing
-from entropic._disk import Disk, check_id
+from entropic._disk import Disk, Journal, check_id
+from entropic._tables import FAILURES, METADATA, Failure
 from entropic.errors import MissingResultError, ReservedColumnError, SchemaDriftError
 from entropic.models import RESERVED_COLUMNS, Base, utcnow
 
 if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
     import pandas as pd
     from distributed import Client
 
@@ -116,6 +119,11 @@ class Store(Generic[ModelT]):
         return self._url.render_as_string(hide_password=True)
 
     @property
+    def _shared(self) -> bool:
+        """Whether other processes can open this store's database (all but in-memory SQLite)."""
+        return not _is_memory_sqlite(self._url)
+
+    @property
     def engine(self) -> Engine:
         """The Store's one engine, opened on first use in each process and reused by every call."""
         if self._engine is None or self._pid != os.getpid():
@@ -166,17 +174,31 @@ class Store(Generic[ModelT]):
         engine = _create_engine(self._url)
         self._schema = _Schema(self._model, engine.dialect.name)
         self._upsert = _upsert_statement(self._schema.table, engine.dialect.name)
+        self._insert_missing = _insert_missing_statement(self._schema.table, engine.dialect.name)
+        f = FAILURES.c
+        self._clear_failure = sa.delete(FAILURES).where(
+            f.table_name == sa.bindparam("t"), f.id == sa.bindparam("failed_id")
+        )
         self._immediate = engine.dialect.name == "sqlite" and not _is_memory_sqlite(self._url)
         self._pid = os.getpid()
         self._engine = engine
+        self._builder = _RecordBuilder(self._model, self._schema.attrs)
         if _is_memory_sqlite(self._url):
             # A new in-memory database (say, of an unpickled copy) starts empty.
             self._schema.table.create(engine, checkfirst=True)
+            METADATA.create_all(engine, checkfirst=True)
 
     def _create_table(self) -> None:
         """Create the model's table, or check that the existing one has every model column."""
         table = self._schema_table()
         engine = self.engine
+        for own in METADATA.sorted_tables:
+            if not sa.inspect(engine).has_table(own.name):
+                try:
+                    own.create(engine, checkfirst=True)
+                except sa.exc.DBAPIError:
+                    if not sa.inspect(engine).has_table(own.name):
+                        raise
         if not sa.inspect(engine).has_table(table.name, schema=table.schema):
             try:
                 table.create(engine, checkfirst=True)
@@ -229,11 +251,34 @@ class Store(Generic[ModelT]):
         log.info("entropic: registered %s -> %s", point.id, path)
         return self._record(row)
 
-    def sweep(self, params: Iterable[dict[str, Any]], client: Client | None = None) -> list[ModelT]:
-        """Run or retrieve every parameter set; one record per distinct id, in input order."""
+    def sweep(
+        self,
+        params: Iterable[dict[str, Any]],
+        client: Client | Executor | None = None,
+        *,
+        progress: bool = False,
+    ) -> list[ModelT]:
+        """Run or retrieve every parameter set; one record per distinct id, in input order.
+
+        Runner failures do not stop the sweep: the other points run, then
+        ``SweepError`` reports them. ``client`` is a Dask ``distributed.Client`` (or a
+        ``concurrent.futures.Executor``); see docs/sweeps.md.
+        """
         from entropic.sweep import sweep
 
-        return sweep(self, params, client)
+        return sweep(self, params, client, progress=progress)
+
+    def failures(self) -> list[Failure]:
+        """The recorded failures of points that have not succeeded since, newest first."""
+        f = FAILURES.c
+        query = (
+            sa.select(FAILURES)
+            .where(f.table_name == self._schema_table().name)
+            .order_by(f.failed_at.desc(), f.id)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [Failure(**{k: v for k, v in row.items() if k != "table_name"}) for row in rows]
 
     def delete(self, params: dict[str, Any], remove_file: bool = False) -> bool:
         """Delete the row of ``params`` (and its file if ``remove_file``); True if there was one."""
@@ -344,11 +389,14 @@ class Store(Generic[ModelT]):
         self._persist([row])
         return self._record(row)
 
-    def _run_point(self, point: Point, had_row: bool) -> dict[str, Any]:
+    def _run_point(
+        self, point: Point, had_row: bool, journal: Journal | None = None
+    ) -> dict[str, Any]:
         """Run the runner for one point and journal its row; the store is unchanged on failure.
 
         Returns the row, written to its sidecar but not yet to the database
-        (``_persist`` does that, for one row or a batch). With ``had_row`` the file
+        (``_persist`` does that, for one row or a batch), or to ``journal`` if given.
+        With ``had_row`` the file
         at the result path is the row's: it is kept aside and put back if the run
         fails. Without, a file there is the leftover of a run that died before its
         row was written, and is replaced.
@@ -365,12 +413,12 @@ class Store(Generic[ModelT]):
         call["result_file"] = str(path)
         call["id"] = run_id
         call["custom_data"] = point.custom_data
-        log.info("entropic: running %s", run_id)
+        log.debug("entropic: running %s", run_id)
         start = time.perf_counter()
         try:
             self._runner(call)
             elapsed = time.perf_counter() - start
-            if not path.is_file():
+            if not os.path.isfile(path):
                 raise MissingResultError(
                     f"the runner returned without writing the result file of run {run_id}: "
                     f"{path}; the runner must write to params['result_file']"
@@ -384,7 +432,11 @@ class Store(Generic[ModelT]):
             custom = _json_clean(custom, "custom_data")
             custom["elapsed_seconds"] = elapsed
             row = self._row(point, str(path), custom)
-            if not disk.write_sidecar(run_id, row):
+            if journal is not None:
+                journaled = journal.append(row)
+            else:
+                journaled = disk.write_sidecar(run_id, row)
+            if not journaled:
                 log.warning(
                     "entropic: run %s has column values JSON cannot hold; it is written to "
                     "the database without a sidecar",
@@ -396,7 +448,7 @@ class Store(Generic[ModelT]):
                 disk.restore_aside(run_id)
             log.info("entropic: run %s failed after %.3f s", run_id, time.perf_counter() - start)
             raise
-        log.info("entropic: ran %s in %.3f s", run_id, elapsed)
+        log.debug("entropic: ran %s in %.3f s", run_id, elapsed)
         return row
 
     def _persist(self, rows: list[dict[str, Any]]) -> None:
@@ -409,6 +461,47 @@ class Store(Generic[ModelT]):
         for row in rows:
             disk.discard_aside(row["id"])
             disk.remove_sidecar(row["id"])
+
+    def _persist_batch(
+        self,
+        rows: list[dict[str, Any]],
+        failures: list[dict[str, Any]],
+        release: Any = None,
+        release_params: list[dict[str, Any]] | None = None,
+        *,
+        overwrite: bool = True,
+    ) -> None:
+        """One transaction: write ``rows``, clear their failures, record ``failures``, and
+        delete the claims ``release`` (a DELETE statement) names in ``release_params``.
+
+        With ``overwrite=False`` rows already in the table are left as they are
+        (ingesting a journal whose rows may be older than what was written since).
+        """
+        table = self._schema_table()
+        name = table.name
+        with self._begin_write() as conn:
+            if rows:
+                if overwrite and self._upsert is not None:
+                    conn.execute(self._upsert, rows)
+                elif overwrite:
+                    _generic_upsert(conn, table, rows)
+                elif self._insert_missing is not None:
+                    conn.execute(self._insert_missing, rows)
+                else:
+                    _generic_insert_missing(conn, table, rows)
+                conn.execute(
+                    self._clear_failure, [{"t": name, "failed_id": row["id"]} for row in rows]
+                )
+            if failures:
+                conn.execute(
+                    self._clear_failure,
+                    [{"t": name, "failed_id": failure["id"]} for failure in failures],
+                )
+                conn.execute(
+                    sa.insert(FAILURES), [{**failure, "table_name": name} for failure in failures]
+                )
+            if release is not None and release_params:
+                conn.execute(release, release_params)
 
     def _row(self, point: Point, result_file: str, custom_data: dict[str, Any]) -> dict[str, Any]:
         """The full row of a point, keyed by column key, as it will be stored."""
@@ -462,15 +555,29 @@ class Store(Generic[ModelT]):
         """Detached records of those of ``run_ids`` that are stored (one query for all)."""
         with self.engine.connect() as conn:
             rows = conn.execute(self._schema.select_many, {"ids": run_ids}).all()
-        return {row[0]: self._detached(row) for row in rows}
+        build = self._builder.build
+        return {row[0]: build(row) for row in rows}
+
+    def _existing(self, run_ids: list[str]) -> set[str]:
+        """Those of ``run_ids`` that have a row (one query; keep the list short)."""
+        table = self._schema_table()
+        query = sa.select(table.c.id).where(table.c.id.in_(run_ids))
+        with self.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
+
+    def _records(self, rows: list[dict[str, Any]]) -> list[ModelT]:
+        """Detached records built from rows the caller holds (read back if not exact)."""
+        schema = self._schema
+        if not schema.exact:
+            found = self._get_many([row["id"] for row in rows])
+            return [found[row["id"]] for row in rows]
+        keys = schema.keys
+        build = self._builder.build
+        return [build([row[key] for key in keys]) for row in rows]
 
     def _detached(self, row: Sequence[Any]) -> ModelT:
-        # Core rows turned into records cost about half of a Session.get, and
-        # make_transient_to_detached gives what a closed Session would leave:
-        # a detached record with every attribute loaded.
-        record = self._model(**dict(zip(self._schema.attrs, row, strict=False)))
-        make_transient_to_detached(record)
-        return record
+        # Core rows turned into records cost a fraction of a Session.get.
+        return self._builder.build(row)  # type: ignore[no-any-return]
 
     # -- recovery --------------------------------------------------------------------------
 
@@ -478,18 +585,25 @@ class Store(Generic[ModelT]):
         """Finish what processes that died left behind; return (ingested ids, restored ids).
 
         A sidecar whose result file exists is a finished run the database may not
-        have: it is ingested. An old result still kept aside without a sidecar
-        belongs to a re-run that died before finishing: it is put back, so the
-        row still points at its intact earlier file. This assumes no other live
-        process is mid-run on this results_dir (see docs/store.md).
+        have: it is ingested. So are the rows of the journals of sweeps whose
+        process is gone. An old result still kept aside without a sidecar belongs
+        to a re-run that died before finishing: it is put back, so the row still
+        points at its intact earlier file. Ids claimed by a live process (another
+        sweep, mid-run on them) are left alone, and so are the journals of live sweeps.
         """
+        from entropic._claims import Claims, owner_alive
+
         disk = self._disk
         disk.clear_tmp()
         table_keys = {column.key for column in self._schema_table().columns}
+        claims = Claims(self, enabled=not _is_memory_sqlite(self._url))
+        sidecar_ids = disk.list_sidecars()
+        aside_ids = disk.list_aside()
+        busy = claims.live_ids(sorted(set(sidecar_ids) | set(aside_ids)))
         rows: list[dict[str, Any]] = []
-        # Seam for many processes: a sidecar or an aside file of a run that a live
-        # process is still working on must be left alone here.
-        for run_id in disk.list_sidecars():
+        for run_id in sidecar_ids:
+            if run_id in busy:
+                continue
             try:
                 row = disk.read_sidecar(run_id)
             except (OSError, ValueError, KeyError) as exc:
@@ -502,11 +616,31 @@ class Store(Generic[ModelT]):
         if rows:
             self._persist(rows)
         ingested = [row["id"] for row in rows]
-        restored = [run_id for run_id in disk.list_aside() if disk.restore_aside(run_id)]
+        for path, owner in disk.list_journals():
+            if owner_alive(owner, _mtime(path)):
+                continue
+            try:
+                found = disk.read_journal(path)
+            except OSError as exc:
+                log.warning("entropic: ignoring unreadable journal %s: %s", path.name, exc)
+                continue
+            # Lines of finished runs whose file is there; a row written since is kept.
+            journaled = [
+                {**self._schema.fill, **{k: row[k] for k in row if k in table_keys}}
+                for row in found
+                if isinstance(row.get("id"), str) and os.path.isfile(row.get("result_file", ""))
+            ]
+            if journaled:
+                self._persist_batch(journaled, [], overwrite=False)
+                ingested.extend(row["id"] for row in journaled)
+            path.unlink(missing_ok=True)
+        restored = [
+            run_id for run_id in aside_ids if run_id not in busy and disk.restore_aside(run_id)
+        ]
         if ingested or restored:
             log.warning(
                 "entropic: recovered interrupted runs in %s: %d finished run(s) ingested from "
-                "sidecars, %d earlier result(s) restored",
+                "sidecars and journals, %d earlier result(s) restored",
                 disk.root,
                 len(ingested),
                 len(restored),
@@ -532,6 +666,15 @@ class Store(Generic[ModelT]):
         from entropic import query
 
         return query.to_pandas(self.engine, self._model, equals)
+
+
+def _mtime(path: Path) -> datetime | None:
+    """The last change of ``path`` as naive UTC (a journal's heartbeat), or None."""
+    try:
+        stamp = path.stat().st_mtime
+    except OSError:
+        return None
+    return datetime.fromtimestamp(stamp, timezone.utc).replace(tzinfo=None)
 
 
 # -- the model -----------------------------------------------------------------------------
@@ -885,6 +1028,24 @@ def _upsert_statement(table: sa.Table, dialect: str) -> Any:
     )
 
 
+def _insert_missing_statement(table: sa.Table, dialect: str) -> Any:
+    """INSERT ... ON CONFLICT (id) DO NOTHING for the dialects that have it, else None."""
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+    else:
+        return None
+    return insert(table).on_conflict_do_nothing(index_elements=[table.c.id])
+
+
+def _generic_insert_missing(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Insert those of ``rows`` whose id is not in the table yet."""
+    for row in rows:
+        if conn.execute(sa.select(table.c.id).where(table.c.id == row["id"])).first() is None:
+            conn.execute(sa.insert(table).values(row))
+
+
 def _generic_upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
     """An upsert for dialects without ON CONFLICT: UPDATE, then INSERT the rows it missed."""
     for row in rows:
@@ -892,3 +1053,28 @@ def _generic_upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]
         result = conn.execute(sa.update(table).where(table.c.id == row["id"]).values(changes))
         if result.rowcount == 0:
             conn.execute(sa.insert(table).values(row))
+
+
+class _RecordBuilder:
+    """Builds detached, fully loaded records from column values without the ORM's constructor.
+
+    What a closed Session leaves behind, at a fraction of the cost of ``Model(**values)``
+    plus ``make_transient_to_detached``: a new instance state holding every attribute
+    as its committed value, an identity key, and the ``load`` event fired so that
+    ``custom_data`` becomes the usual change-tracking ``MutableDict``.
+    """
+
+    def __init__(self, model: type[Base], attrs: list[str]) -> None:
+        mapper = sa.inspect(model)
+        self.manager = mapper.class_manager
+        self.identity_class = mapper._identity_class
+        self.attrs = attrs
+        self.load = self.manager.dispatch.load
+
+    def build(self, values: Sequence[Any]) -> Any:
+        record = self.manager.new_instance()
+        state = instance_state(record)
+        state.dict.update(zip(self.attrs, values, strict=False))
+        state.key = (self.identity_class, (values[0],), None)
+        self.load(state, None)
+        return record

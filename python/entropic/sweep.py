@@ -1,66 +1,140 @@
 """Sweeps: run or retrieve many parameter sets through one Store.
 
-This is the serial sweep: every point is validated before any runs, ids come
-from ``hash_many``, cached ids are looked up in bounded chunks, and each
-distinct missing id runs once. ``client`` is accepted for the contract's
-signature; points run in the calling process for now.
+A sweep goes in two phases. First the input is read once, in chunks: every
+point is validated and hashed (``hash_many``), duplicates are dropped, and the
+cached ids are looked up in bounded chunks, so nothing runs if any point is
+bad. Then the missing points run, serially here or on a Dask client
+(``entropic._dispatch``), and are persisted in batches: one transaction per
+batch, at least every ``BATCH_RUNS`` runs or ``BATCH_SECONDS`` seconds. Until
+its batch commits, a finished run is covered by the journal (``_disk.Journal``)
+or its sidecar, so a kill loses nothing. Processes sharing the store coordinate
+through claims (``entropic._claims``). docs/sweeps.md tells the whole story.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
-from collections.abc import Iterable
+import traceback
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from entropic import hashing
+from entropic._claims import HOST, Claims
+from entropic._disk import Journal
+from entropic.errors import SweepError
+from entropic.models import utcnow
 
 if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
     from distributed import Client
+    from tqdm import tqdm
 
     from entropic.store import ModelT, Point, Store
 
-__all__ = ["LOOKUP_CHUNK", "sweep"]
+__all__ = ["BATCH_RUNS", "BATCH_SECONDS", "INPUT_CHUNK", "LOOKUP_CHUNK", "sweep"]
 
 log = logging.getLogger("entropic")
 
 #: Ids bound per lookup statement: under every dialect's limit on bound parameters.
 LOOKUP_CHUNK = 500
+#: Points validated and hashed together (one ``hash_many`` call each).
+INPUT_CHUNK = 10_000
+#: A batch is committed after this many finished runs...
+BATCH_RUNS = 256
+#: ...or this many seconds after the previous commit, whichever comes first.
+BATCH_SECONDS = 2.0
 
 
 def sweep(
-    store: Store[ModelT], params: Iterable[dict[str, Any]], client: Client | None = None
+    store: Store[ModelT],
+    params: Iterable[dict[str, Any]],
+    client: Client | Executor | None = None,
+    *,
+    progress: bool = False,
 ) -> list[ModelT]:
     """Run or retrieve every point of ``params``; one record per distinct id, in input order."""
     start = time.perf_counter()
-    # Consume the iterable once, validating every point before anything runs.
-    points = [store._prepare(p, {}, hashed=False) for p in params]
-    assign_ids(points)
-    distinct: dict[str, Point] = {}
-    for point in points:
-        distinct.setdefault(point.id, point)
-    records = lookup(store, list(distinct))
-    cached = len(records)
     if client is not None:
-        log.info("entropic: sweep runs serially in this version; the Dask client is not used")
-    for run_id, point in distinct.items():
-        if run_id not in records:
-            records[run_id] = store._execute(point, had_row=False)
+        from entropic._dispatch import check_client
+
+        check_client(client)
+    order, todo, records, total = _plan(store, params)
+    cached = len(records)
+    run = _Run(store, todo, records, progress=progress, total=len(order))
+    try:
+        if todo:
+            run.execute(client)
+    except BaseException:
+        run.finish(quietly=True)
+        raise
+    run.finish()
+    failed = len(run.failures)
     log.info(
-        "entropic: sweep of %d points (%d distinct): %d cached, %d ran, in %.3f s",
-        len(points),
-        len(distinct),
+        "entropic: sweep of %d points (%d distinct): %d cached, %d ran, %d failed, "
+        "%d run by other processes, in %.3f s",
+        total,
+        len(order),
         cached,
-        len(distinct) - cached,
+        run.ran,
+        failed,
+        run.by_peers,
         time.perf_counter() - start,
     )
-    return [records[run_id] for run_id in distinct]
+    if run.failures:
+        kept = [records[run_id] for run_id in order if run_id in records]
+        raise SweepError(_failure_message(run, len(order), cached), run.failures, kept)
+    return [records[run_id] for run_id in order]
+
+
+def _plan(
+    store: Store[ModelT], params: Iterable[dict[str, Any]]
+) -> tuple[list[str], dict[str, Point], dict[str, ModelT], int]:
+    """Validate and hash the whole input, then find what is cached.
+
+    Returns (distinct ids in input order, points to run by id, cached records, input size).
+    """
+    if isinstance(params, dict):
+        raise TypeError(
+            "sweep takes an iterable of params dicts, not one dict; wrap it in a list "
+            "or use run_or_retrieve"
+        )
+    seen: dict[str, None] = {}
+    todo: dict[str, Point] = {}
+    records: dict[str, ModelT] = {}
+    total = 0
+    for chunk in _chunks(iter(params), INPUT_CHUNK):
+        total += len(chunk)
+        points = [store._prepare(p, {}, hashed=False) for p in chunk]
+        assign_ids(points)
+        fresh = []
+        for point in points:
+            if point.id not in seen:
+                seen[point.id] = None
+                fresh.append(point)
+        for i in range(0, len(fresh), LOOKUP_CHUNK):
+            part = fresh[i : i + LOOKUP_CHUNK]
+            found = store._get_many([point.id for point in part])
+            records.update(found)
+            for point in part:
+                if point.id not in found:
+                    todo[point.id] = point
+    return list(seen), todo, records, total
+
+
+def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while chunk := list(islice(items, size)):
+        yield chunk
 
 
 def assign_ids(points: list[Point]) -> None:
     """Give each point without an explicit id the hash of its params, in one ``hash_many`` call."""
     todo = [point for point in points if not point.id]
-    for point, run_id in zip(todo, hashing.hash_many(point.key for point in todo), strict=False):
+    for point, run_id in zip(todo, hashing.hash_many([point.key for point in todo]), strict=True):
         point.id = run_id
 
 
@@ -70,3 +144,234 @@ def lookup(store: Store[ModelT], run_ids: list[str]) -> dict[str, ModelT]:
     for i in range(0, len(run_ids), LOOKUP_CHUNK):
         found.update(store._get_many(run_ids[i : i + LOOKUP_CHUNK]))
     return found
+
+
+class _Run:
+    """The running phase of one sweep: claims, the run loop, batches, failures, progress."""
+
+    def __init__(
+        self,
+        store: Store[ModelT],
+        todo: dict[str, Point],
+        records: dict[str, ModelT],
+        *,
+        progress: bool,
+        total: int,
+    ) -> None:
+        self.store = store
+        self.todo = todo
+        self.records = records
+        self.cached = len(records)
+        self.claims = Claims(store, enabled=store._shared)
+        self.journal = Journal(store._disk, self.claims.owner)
+        self.failures: list[tuple[dict[str, Any], BaseException]] = []
+        self.first_traceback = ""
+        self.ran = 0
+        self.by_peers = 0
+        self.rows: list[dict[str, Any]] = []
+        self.failure_rows: list[dict[str, Any]] = []
+        self.release: list[str] = []
+        self.sidecars: list[str] = []  # per-run sidecars written by workers
+        self.last_flush = time.monotonic()
+        self.bar: tqdm[Any] | None = None
+        if progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total, initial=self.cached, desc="entropic sweep", unit="pt", smoothing=0.1
+            )
+            self._postfix()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def execute(self, client: Client | Executor | None) -> None:
+        """Run every point of ``todo`` once across all processes sharing the store."""
+        self.claims.start_heartbeat()
+        ids = list(self.todo)
+        waiting: list[str] = []
+        if client is None:
+            for i in range(0, len(ids), BATCH_RUNS):
+                won, busy = self.claims.claim(ids[i : i + BATCH_RUNS])
+                waiting.extend(busy)
+                for run_id in self._drop_done(won):
+                    self.run_here(self.todo[run_id])
+        else:
+            from entropic._dispatch import dispatch
+
+            won = []
+            for i in range(0, len(ids), LOOKUP_CHUNK):
+                part_won, busy = self.claims.claim(ids[i : i + LOOKUP_CHUNK])
+                waiting.extend(busy)
+                won.extend(self._drop_done(part_won))
+            unfinished = dispatch(client, self, [self.todo[run_id] for run_id in won])
+            for point in unfinished:
+                self.run_here(point)
+        self._wait_for_peers(waiting)
+
+    def _drop_done(self, won: list[str]) -> list[str]:
+        """Won ids that still need a run; those a peer persisted meanwhile become records."""
+        if not self.claims.enabled or not won:
+            return won
+        done = self.store._get_many(won)
+        if not done:
+            return won
+        self.records.update(done)
+        self.by_peers += len(done)
+        self.release.extend(done)
+        self._advance(len(done))
+        return [run_id for run_id in won if run_id not in done]
+
+    def _wait_for_peers(self, waiting: list[str]) -> None:
+        """Points live peers are running: wait for their rows, or run them if a peer dies."""
+        delay = 0.05
+        while waiting:
+            self.flush()  # our finished runs first: a peer may be waiting for them
+            found = lookup(self.store, waiting)
+            if found:
+                self.records.update(found)
+                self.by_peers += len(found)
+                self._advance(len(found))
+                waiting = [run_id for run_id in waiting if run_id not in found]
+            if not waiting:
+                break
+            won, waiting = self.claims.claim(waiting)
+            won = self._drop_done(won)
+            for run_id in won:
+                self.run_here(self.todo[run_id])
+            if waiting and not won:
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            else:
+                delay = 0.05
+
+    def run_here(self, point: Point) -> None:
+        """Run one point in this process, journal it, and count a failure as a failure."""
+        start = time.perf_counter()
+        try:
+            row = self.store._run_point(point, had_row=False, journal=self.journal)
+        except Exception as exc:
+            self.failed(point, exc, traceback.format_exc(), time.perf_counter() - start)
+        else:
+            self.finished(row)
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def finished(self, row: dict[str, Any], *, sidecar: bool = False) -> None:
+        """A run that finished and is journalled (or has a sidecar); persisted with its batch."""
+        self.rows.append(row)
+        if sidecar:
+            self.sidecars.append(row["id"])
+        self.ran += 1
+        self._advance(1)
+        self._maybe_flush()
+
+    def failed(
+        self,
+        point: Point,
+        exc: BaseException,
+        formatted: str,
+        elapsed: float,
+        host: str = HOST,
+        pid: int | None = None,
+    ) -> None:
+        """A point whose runner raised: kept for SweepError and recorded in entropic_failures."""
+        self.failures.append((dict(point.params), exc))
+        if not self.first_traceback:
+            self.first_traceback = formatted
+        kind = type(exc)
+        self.failure_rows.append(
+            {
+                "id": point.id,
+                "params": _jsonable(point.key),
+                "exc_type": kind.__qualname__
+                if kind.__module__ == "builtins"
+                else f"{kind.__module__}.{kind.__qualname__}",
+                "message": str(exc),
+                "traceback": formatted,
+                "host": host,
+                "pid": os.getpid() if pid is None else pid,
+                "failed_at": utcnow(),
+                "elapsed_seconds": elapsed,
+            }
+        )
+        log.warning("entropic: run %s failed: %s: %s", point.id, kind.__name__, exc)
+        self._advance(1)
+        self._maybe_flush()
+
+    def _advance(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def _postfix(self) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(
+                cached=self.cached + self.by_peers, ran=self.ran, failed=len(self.failures)
+            )
+
+    # -- batches ---------------------------------------------------------------------------
+
+    def _maybe_flush(self) -> None:
+        if (
+            len(self.rows) + len(self.failure_rows) >= BATCH_RUNS
+            or time.monotonic() - self.last_flush >= BATCH_SECONDS
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the batch in one transaction, then drop its journal and sidecars."""
+        rows, failure_rows = self.rows, self.failure_rows
+        release = [row["id"] for row in rows]
+        release.extend(row["id"] for row in failure_rows)
+        release.extend(self.release)
+        if rows or failure_rows or release:
+            claims = self.claims
+            self.store._persist_batch(
+                rows,
+                failure_rows,
+                claims.delete_statement if claims.enabled else None,
+                claims.release_params(release),
+            )
+            self.journal.rotate()
+            disk = self.store._disk
+            for run_id in self.sidecars:
+                disk.remove_sidecar(run_id)
+            if rows:
+                self.records.update(zip(release, self.store._records(rows), strict=False))
+            self.rows, self.failure_rows, self.release, self.sidecars = [], [], [], []
+            self._postfix()
+        self.last_flush = time.monotonic()
+
+    def finish(self, *, quietly: bool = False) -> None:
+        """Persist what finished, drop our remaining claims, stop the heartbeat and the bar."""
+        try:
+            self.flush()
+            self.claims.release_all()
+        except Exception:
+            if not quietly:
+                raise
+            log.exception("entropic: could not persist the last batch; the journal keeps it")
+        finally:
+            self.journal.close()
+            self.claims.stop_heartbeat()
+            if self.bar is not None:
+                self.bar.close()
+
+
+def _jsonable(key: dict[str, Any]) -> Any:
+    """The params of a failed point as JSON the failures table can hold."""
+    try:
+        return json.loads(json.dumps(key, allow_nan=False, default=str))
+    except (TypeError, ValueError):
+        return {"repr": repr(key)}
+
+
+def _failure_message(run: _Run, distinct: int, cached: int) -> str:
+    failed = len(run.failures)
+    params, exc = run.failures[0]
+    return (
+        f"{failed} of {distinct} distinct points failed ({run.ran} ran, {cached} cached, "
+        f"{run.by_peers} run by other processes); their params and exceptions are in "
+        ".failures, the records of the others in .records, and Store.failures() keeps them. "
+        f"Sweeping again runs only what failed or never ran. First failure, {params!r}: "
+        f"{type(exc).__name__}: {exc}\n{run.first_traceback}"
+    )
