@@ -153,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
 
     fail_cmd = sub.add_parser(
         "failures",
-        parents=[store, output],
+        parents=[store, files, output],
         help="show the failures recorded by sweeps",
         description="Show the last failure of every point that has failed and not succeeded "
         "since, newest first: params, error, host, time.",
@@ -252,7 +252,7 @@ def _open(args: argparse.Namespace) -> _Store:
         sa.event.listen(engine, "connect", _sqlite_busy_timeout)
     try:
         inspector = sa.inspect(engine)
-        names = inspector.get_table_names()
+        names = sorted(inspector.get_table_names())
     except sa.exc.SQLAlchemyError as exc:
         engine.dispose()
         raise CLIError(f"cannot open database {shown}: {_first_line(exc)}") from None
