@@ -32,7 +32,12 @@ from sqlalchemy.schema import CreateColumn
 from entropic import hashing
 from entropic._disk import Disk, Journal, check_id
 from entropic._tables import FAILURES, METADATA, Failure
-from entropic.errors import MissingResultError, ReservedColumnError, SchemaDriftError
+from entropic.errors import (
+    MissingResultError,
+    ParamsDepthError,
+    ReservedColumnError,
+    SchemaDriftError,
+)
 from entropic.models import RESERVED_COLUMNS, Base, utcnow
 
 if TYPE_CHECKING:
@@ -918,6 +923,11 @@ def _json_default(value: Any) -> Any:
 def _json_value(value: Any, where: str) -> Any:
     try:
         return json.loads(json.dumps(value, allow_nan=False, default=_json_default))
+    except RecursionError:
+        raise ParamsDepthError(
+            f"{where} is nested too deeply to store as JSON; flatten it (at most "
+            f"{hashing.MAX_DEPTH} levels)"
+        ) from None
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"{where} cannot be stored as JSON ({exc}); use numbers, strings, booleans, "
@@ -935,8 +945,11 @@ def _json_clean(data: Mapping[str, Any], name: str) -> dict[str, Any]:
     return clean
 
 
-def _names(keys: Iterable[Any]) -> str:
-    return ", ".join(repr(key) for key in keys)
+def _names(keys: Iterable[Any], most: int = 20) -> str:
+    """The keys as text, the first ``most`` of them only, so a huge dict gives a short message."""
+    listed = list(keys)
+    shown = ", ".join(repr(key) for key in listed[:most])
+    return shown if len(listed) <= most else f"{shown}, ... ({len(listed)} keys in all)"
 
 
 def _drift_message(table: sa.Table, missing: list[sa.Column[Any]], engine: Engine) -> str:
