@@ -494,3 +494,27 @@ def test_broken_core_is_not_hidden() -> None:
     out = _backend_in_subprocess("0", 'ImportError("libfoo.so: cannot open shared object")')
     assert out.returncode != 0
     assert "libfoo.so: cannot open shared object" in out.stderr
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.permutations(["a", "b", "c", "dt"]),
+            st.lists(st.sampled_from([0.1, 0.2, 1 / 3, 2.0, -0.0, 7, "x", None, True]), min_size=4),
+            st.sampled_from([None, [1.5], {"k": 0.1}, Scale.THIRD, Labelled("v")]),
+        ),
+        max_size=30,
+    )
+)
+def test_sweeps_of_repeated_shapes_and_values(rows: list[tuple[Any, ...]]) -> None:
+    # Many dicts with the same keys (in varying insertion order) and repeated values,
+    # sometimes one value that is not a plain leaf: hash_many over all of them at once.
+    params = []
+    for keys, values, odd in rows:
+        row = dict(zip(keys, values, strict=False))
+        if odd is not None:
+            row[keys[len(values) % 4]] = odd
+        params.append(row)
+    expected = [_pyhash.hash_params(p) for p in params]
+    assert hashing.hash_many(params) == expected
+    assert [hashing.hash_params(p) for p in params] == expected

@@ -8,6 +8,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::ffi::CStr;
+use std::mem::ManuallyDrop;
 use std::ptr;
 
 use pyo3::exceptions::PyValueError;
@@ -67,6 +68,36 @@ struct Scratch {
     path: Vec<Step>,
     shape: Shape,
     leaves: Vec<*mut ffi::PyObject>,
+    floats: FloatCache,
+}
+
+/// Recently written floats by bit pattern: sweeps repeat the same values (a grid's
+/// points, fixed settings), and copying their text beats formatting it again.
+struct FloatCache {
+    slots: [(u64, u8, [u8; SHORT]); 64],
+}
+
+impl Default for FloatCache {
+    fn default() -> Self {
+        FloatCache {
+            slots: [(0, 0, [0; SHORT]); 64],
+        }
+    }
+}
+
+/// Longest text copied with one fixed-size move (a float's repr, a flat dict's key prefix).
+const SHORT: usize = 32;
+
+/// Append `text[..len]` with one fixed-size copy (`len <= SHORT`).
+fn push_short(out: &mut Vec<u8>, text: &[u8; SHORT], len: usize) {
+    debug_assert!(len <= SHORT);
+    out.reserve(SHORT);
+    // SAFETY: SHORT bytes are reserved past the end; only `len` of them become part of it.
+    unsafe {
+        let end = out.len();
+        ptr::copy_nonoverlapping(text.as_ptr(), out.as_mut_ptr().add(end), SHORT);
+        out.set_len(end + len);
+    }
 }
 
 /// The key order of the last flat dict seen: a sweep hashes many dicts with the same
@@ -80,9 +111,9 @@ struct Shape {
     keys: Vec<*mut ffi::PyObject>,
     /// For each sorted position, the insertion index of its key.
     order: Vec<usize>,
-    /// For each sorted position, the key's JSON text and the `:` after it.
-    key_json: Vec<u8>,
-    key_spans: Vec<(usize, usize)>,
+    /// For each sorted position, what precedes its value: `{` or `,`, the key's JSON
+    /// text and `:`, with its length.
+    prefixes: Vec<([u8; SHORT], usize)>,
 }
 
 impl Shape {
@@ -93,8 +124,7 @@ impl Shape {
         }
         self.keys.clear();
         self.order.clear();
-        self.key_json.clear();
-        self.key_spans.clear();
+        self.prefixes.clear();
     }
 }
 
@@ -117,7 +147,8 @@ thread_local! {
 
 struct Walker<'py> {
     py: Python<'py>,
-    s: Box<Scratch>,
+    /// Given back to the thread in `drop` (ManuallyDrop: no placeholder to allocate).
+    s: ManuallyDrop<Box<Scratch>>,
     /// An error the reference would only raise later, when json.dumps writes the value
     /// (an int too long for `int.__repr__`): kept until normalisation has finished.
     deferred: Option<PyErr>,
@@ -126,7 +157,8 @@ struct Walker<'py> {
 impl Drop for Walker<'_> {
     fn drop(&mut self) {
         // A re-entrant call (a __str__ that hashes) took a fresh Scratch; keep the latest.
-        let mut s = std::mem::take(&mut self.s);
+        // SAFETY: `self.s` is not used again after this.
+        let mut s = unsafe { ManuallyDrop::take(&mut self.s) };
         s.out.clear();
         s.entries.clear();
         s.path.clear();
@@ -242,7 +274,7 @@ impl<'py> Walker<'py> {
         let s = SCRATCH.with(Cell::take).unwrap_or_default();
         Walker {
             py,
-            s,
+            s: ManuallyDrop::new(s),
             deferred: None,
         }
     }
@@ -326,7 +358,7 @@ impl<'py> Walker<'py> {
                 return self.write_str_obj(obj);
             }
             if tp == &raw mut ffi::PyFloat_Type {
-                write_round12_repr(&mut self.s.out, ffi::PyFloat_AsDouble(obj));
+                self.write_float(ffi::PyFloat_AsDouble(obj));
                 return Ok(());
             }
             if tp == &raw mut ffi::PyLong_Type {
@@ -362,7 +394,7 @@ impl<'py> Walker<'py> {
             }
             if ffi::PyFloat_Check(obj) != 0 {
                 // The C double itself, as float.__round__ reads it (no __float__, no __round__).
-                write_round12_repr(&mut self.s.out, ffi::PyFloat_AsDouble(obj));
+                self.write_float(ffi::PyFloat_AsDouble(obj));
                 return Ok(());
             }
             if ffi::PyLong_Check(obj) != 0 {
@@ -402,13 +434,33 @@ impl<'py> Walker<'py> {
         }
     }
 
+    /// Write `repr(round(x, 12))`, from the cache when `x` was written lately.
+    fn write_float(&mut self, x: f64) {
+        let bits = x.to_bits();
+        let index = (bits.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize;
+        let s = &mut **self.s;
+        let slot = &mut s.floats.slots[index];
+        if slot.0 == bits && slot.1 > 0 {
+            push_short(&mut s.out, &slot.2, usize::from(slot.1));
+            return;
+        }
+        let start = s.out.len();
+        write_round12_repr(&mut s.out, x);
+        let text = &s.out[start..];
+        if text.len() <= SHORT {
+            slot.0 = bits;
+            slot.1 = text.len() as u8;
+            slot.2[..text.len()].copy_from_slice(text);
+        }
+    }
+
     /// Write a value `is_leaf` accepted.
     fn write_leaf(&mut self, obj: *mut ffi::PyObject) -> PyResult<()> {
         // SAFETY: `obj` is a live leaf (exact str, float, int, bool or None).
         unsafe {
             let tp = ffi::Py_TYPE(obj);
             if tp == &raw mut ffi::PyFloat_Type {
-                write_round12_repr(&mut self.s.out, ffi::PyFloat_AsDouble(obj));
+                self.write_float(ffi::PyFloat_AsDouble(obj));
                 Ok(())
             } else if tp == &raw mut ffi::PyUnicode_Type {
                 self.write_str_obj(obj)
@@ -611,14 +663,10 @@ impl<'py> Walker<'py> {
                 i += 1;
             }
         }
-        self.s.out.push(b'{');
         for j in 0..self.s.shape.order.len() {
-            let (start, end) = self.s.shape.key_spans[j];
-            if j > 0 {
-                self.s.out.push(b',');
-            }
             let s = &mut *self.s;
-            s.out.extend_from_slice(&s.shape.key_json[start..end]);
+            let (text, len) = &s.shape.prefixes[j];
+            push_short(&mut s.out, text, *len);
             let value = s.leaves[s.shape.order[j]];
             self.write_leaf(value)?;
         }
@@ -642,17 +690,28 @@ impl<'py> Walker<'py> {
         if !flat {
             return;
         }
+        let mut prefixes = Vec::with_capacity(entries.len());
+        let mut text = Vec::with_capacity(SHORT);
+        for (j, e) in entries.iter().enumerate() {
+            text.clear();
+            text.push(if j == 0 { b'{' } else { b',' });
+            e.sort.write_json(&mut text);
+            text.push(b':');
+            if text.len() > SHORT {
+                return; // long keys: not worth a shape
+            }
+            let mut slot = [0u8; SHORT];
+            slot[..text.len()].copy_from_slice(&text);
+            prefixes.push((slot, text.len()));
+        }
         s.shape.release();
+        s.shape.prefixes = prefixes;
         s.shape.keys.resize(entries.len(), ptr::null_mut());
         for e in entries {
             s.shape.keys[e.index] = e.key;
             // SAFETY: a new strong reference, released by Shape::release.
             unsafe { ffi::Py_INCREF(e.key) };
             s.shape.order.push(e.index);
-            let begin = s.shape.key_json.len();
-            e.sort.write_json(&mut s.shape.key_json);
-            s.shape.key_json.push(b':');
-            s.shape.key_spans.push((begin, s.shape.key_json.len()));
         }
     }
 
