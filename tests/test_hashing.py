@@ -500,7 +500,11 @@ def test_broken_core_is_not_hidden() -> None:
     st.lists(
         st.tuples(
             st.permutations(["a", "b", "c", "dt"]),
-            st.lists(st.sampled_from([0.1, 0.2, 1 / 3, 2.0, -0.0, 7, "x", None, True]), min_size=4),
+            st.lists(
+                st.sampled_from([0.1, 0.2, 1 / 3, 2.0, -0.0, 7, "x", None, True]),
+                min_size=4,
+                max_size=4,
+            ),
             st.sampled_from([None, [1.5], {"k": 0.1}, Scale.THIRD, Labelled("v")]),
         ),
         max_size=30,
