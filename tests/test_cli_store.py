@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,8 +16,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import String
 
-from entropic import Base, Mapped, Store, mapped_column
-from entropic._disk import Disk
+from entropic import Base, Mapped, Store, SweepError, mapped_column
+from entropic._claims import HOST, new_owner
+from entropic._disk import Disk, Journal
+from entropic._tables import CLAIMS, FAILURES
 from entropic.cli import main
 
 
@@ -48,34 +50,6 @@ POINTS = [
     {"K": 2.5, "n": 3, "method": "implicit", "stiff": True},
 ]
 
-# entropic's own tables as the sweep creates them, for stores made before any sweep has.
-_OWN = sa.MetaData()
-FAILURES = sa.Table(
-    "entropic_failures",
-    _OWN,
-    sa.Column("table_name", sa.String(255), primary_key=True),
-    sa.Column("id", sa.String(255), primary_key=True),
-    sa.Column("params", sa.JSON, nullable=False),
-    sa.Column("exc_type", sa.String(255), nullable=False),
-    sa.Column("message", sa.Text, nullable=False),
-    sa.Column("traceback", sa.Text, nullable=False),
-    sa.Column("host", sa.String(255), nullable=False),
-    sa.Column("pid", sa.Integer, nullable=False),
-    sa.Column("failed_at", sa.DateTime(timezone=False), nullable=False),
-    sa.Column("elapsed_seconds", sa.Float, nullable=False),
-)
-CLAIMS = sa.Table(
-    "entropic_claims",
-    _OWN,
-    sa.Column("table_name", sa.String(255), primary_key=True),
-    sa.Column("id", sa.String(255), primary_key=True),
-    sa.Column("owner", sa.String(255), nullable=False),
-    sa.Column("host", sa.String(255), nullable=False),
-    sa.Column("pid", sa.Integer, nullable=False),
-    sa.Column("claimed_at", sa.DateTime(timezone=False), nullable=False),
-    sa.Column("heartbeat_at", sa.DateTime(timezone=False), nullable=False),
-)
-
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
@@ -86,7 +60,6 @@ def store(shared_db_url: str, tmp_path: Path) -> Iterator[Store[Wave]]:
     with Store(write, Wave, tmp_path / "results", ".txt", shared_db_url) as store:
         for point in POINTS:  # one at a time: distinct created_at, oldest first
             store.run_or_retrieve(point)
-        _OWN.create_all(store.engine, checkfirst=True)
         yield store
 
 
@@ -256,53 +229,53 @@ def test_info_summarises_rows_columns_files_and_times(
 # -- failures ------------------------------------------------------------------------------
 
 
-def _record_failure(store: Store[Wave], run_id: str, when: datetime) -> None:
-    with store.engine.begin() as conn:
-        conn.execute(
-            sa.insert(FAILURES).values(
-                table_name="wave",
-                id=run_id,
-                params={"K": 9.5, "n": 4, "method": "rk4", "stiff": False},
-                exc_type="ZeroDivisionError",
-                message="division by zero",
-                traceback='Traceback (most recent call last):\n  File "sim.py", line 3\n'
-                "ZeroDivisionError: division by zero\n",
-                host="node-7",
-                pid=4242,
-                failed_at=when,
-                elapsed_seconds=1.5,
-            )
-        )
+def explode(params: dict[str, Any]) -> None:
+    if params["method"] == "boom":
+        raise ZeroDivisionError(f"division by zero at K={params['K']}")
+    write(params)
 
 
 def test_failures_lists_params_error_host_and_time(
-    store: Store[Wave], capsys: pytest.CaptureFixture[str]
+    store: Store[Wave], capsys: pytest.CaptureFixture[str], shared_db_url: str
 ) -> None:
     status, out, _ = run(capsys, cli(store, "failures"))
     assert (status, out) == (0, "no failures recorded for wave\n")
-    _record_failure(store, "aaaa000000000001", datetime(2026, 1, 2, 3, 4, 5))
-    _record_failure(store, "aaaa000000000002", datetime(2026, 1, 3, 3, 4, 5))
+    points = [
+        {"K": 9.5, "n": 4, "method": "boom", "stiff": False},
+        {"K": 9.5, "n": 4, "method": "fine", "stiff": False},
+        {"K": 7.5, "n": 4, "method": "boom", "stiff": None},
+    ]
+    with Store(explode, Wave, store.results_dir, ".txt", shared_db_url) as failing:
+        with pytest.raises(SweepError):
+            failing.sweep(points)
+        recorded = failing.failures()
+    assert len(recorded) == 2
 
     status, out, _ = run(capsys, cli(store, "failures"))
     assert status == 0
-    header, first, second = out.splitlines()
+    header, *lines = out.splitlines()
     assert header.split() == ["id", "failed_at", "host", "error", "params"]
-    assert first.startswith("aaaa000000000002  2026-01-03 03:04:05  node-7  ZeroDivisionError")
-    assert second.startswith("aaaa000000000001")
-    assert '{"K":9.5,"n":4,"method":"rk4","stiff":false}' in first
+    assert [line.split()[0] for line in lines] == [f.id for f in recorded]
+    first = next(line for line in lines if "9.5" in line)
+    assert re.split(r"  +", first)[2:4] == [HOST, "ZeroDivisionError: division by zero at K=9.5"]
+    assert '{"K":9.5,"n":4,"method":"boom","stiff":false}' in first
     assert "Traceback" not in out
 
     status, out, _ = run(capsys, cli(store, "failures", "--traceback", "--limit", "1"))
     assert status == 0
-    assert out.startswith("== aaaa000000000002  2026-01-03 03:04:05 on node-7 (pid 4242)")
-    assert 'File "sim.py", line 3\nZeroDivisionError: division by zero\n' in out
-    assert "aaaa000000000001" not in out
+    newest = recorded[0]
+    assert out.startswith(f"== {newest.id}  ")
+    assert f"on {HOST} (pid {os.getpid()})" in out
+    assert "Traceback (most recent call last):" in out
+    assert 'in explode\n    raise ZeroDivisionError(f"division by zero at K=' in out
+    assert recorded[1].id not in out
 
     status, out, _ = run(capsys, cli(store, "failures", "--json"))
     rows = [json.loads(line) for line in out.splitlines()]
-    assert [row["id"] for row in rows] == ["aaaa000000000002", "aaaa000000000001"]
-    assert rows[0]["traceback"].endswith("division by zero\n")
-    assert rows[0]["params"]["K"] == 9.5
+    assert [row["id"] for row in rows] == [f.id for f in recorded]
+    assert rows[0]["traceback"] == newest.traceback
+    assert rows[0]["params"] == newest.params
+    assert rows[0]["exc_type"] == "ZeroDivisionError"
 
 
 def test_failures_without_the_table(store: Store[Wave], capsys: pytest.CaptureFixture[str]) -> None:
@@ -325,16 +298,17 @@ def dead_pid() -> int:
     return int(child.stdout)
 
 
-def claim(store: Store[Wave], run_id: str, host: str, pid: int, age: float) -> None:
+def claim(store: Store[Wave], run_id: str, owner: str, age: float) -> None:
     when = utcnow() - timedelta(seconds=age)
+    host, pid = owner.split("~")[:2]
     with store.engine.begin() as conn:
         conn.execute(
             sa.insert(CLAIMS).values(
                 table_name="wave",
                 id=run_id,
-                owner=f"{host}:{pid}:test",
+                owner=owner,
                 host=host,
-                pid=pid,
+                pid=int(pid),
                 claimed_at=when,
                 heartbeat_at=when,
             )
@@ -365,9 +339,17 @@ def test_check_finds_and_repairs_every_kind_of_problem(
     Path(c.result_file).write_text("partial")
     # Claims: a live one on d (its file is being rewritten), and two stale ones.
     Path(d.result_file).unlink()
-    claim(store, d.id, socket.gethostname(), os.getpid(), age=1)
-    claim(store, "dead000000000000", socket.gethostname(), dead_pid(), age=1)
-    claim(store, "far0000000000000", "elsewhere.example", 1, age=3600)
+    claim(store, d.id, new_owner(), age=1)
+    dead_owner = f"{HOST}~{dead_pid()}~~dead"
+    claim(store, "dead000000000000", dead_owner, age=1)
+    claim(store, "far0000000000000", "elsewhere.example~1~~far", age=3600)
+    # The journal of a sweep killed before its batch commit: one finished run in it.
+    in_journal = dict(store._row(store._prepare({**POINTS[0], "n": 8}, {}), "", {}))
+    in_journal["result_file"] = str(disk.result_path(in_journal["id"]))
+    Path(in_journal["result_file"]).write_text("journalled")
+    journal = Journal(disk, dead_owner)
+    assert journal.append(in_journal)
+    journal.close()
 
     status, out, _ = run(capsys, cli(store, "check", "--json"))
     assert status == 1
@@ -384,20 +366,27 @@ def test_check_finds_and_repairs_every_kind_of_problem(
         "far0000000000000",
     ]
     assert report["in_progress"] == [d.id]
+    assert [(Path(j["path"]).parent.name, j["runs"]) for j in problems["journals"]] == [
+        ("journal", 1)
+    ]
 
     status, out, _ = run(capsys, cli(store, "check"))
     assert status == 1
-    assert "8 problem(s)" in out
+    assert "9 problem(s)" in out
     for kind in ("missing file", "empty file", "orphan file", "sidecar", "bad sidecar"):
         assert f"\n{kind} " in out
     assert "kept aside" in out
     assert "stale claim" in out
+    assert "\njournal " in out
     assert "1 run(s) in progress" in out
 
     status, out, _ = run(capsys, cli(store, "check", "--repair"))
     assert status == 1  # the missing, empty and orphan files need a person (or --prune)
     assert "repaired: sidecars ingested: 1" in out
+    assert "repaired: journal runs ingested: 1" in out
     assert store.retrieve({"id": journalled["id"]}) is not None
+    assert store.retrieve({"id": in_journal["id"]}) is not None
+    assert disk.list_journals() == []
     assert disk.list_sidecars() == []
     assert Path(c.result_file).read_text() == "y" * 11  # the old result is back
     assert disk.list_aside() == []

@@ -15,11 +15,10 @@ import argparse
 import json
 import math
 import os
-import socket
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -27,8 +26,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from entropic import hashing, query
+from entropic._claims import owner_alive
 from entropic._disk import Disk
-from entropic.models import RESERVED_COLUMNS
+from entropic.models import RESERVED_COLUMNS, utcnow
+from entropic.store import _mtime
 
 __all__ = ["main"]
 
@@ -39,8 +40,6 @@ _BATCH = 4096
 #: entropic's own tables, never a user's store.
 FAILURES_TABLE = "entropic_failures"
 CLAIMS_TABLE = "entropic_claims"
-#: A claim from another host is stale when its heartbeat is older than this.
-DEFAULT_CLAIM_TTL = 60.0
 #: Rows streamed per fetch when a command reads a whole table.
 _STREAM = 10_000
 
@@ -178,26 +177,20 @@ def _parser() -> argparse.ArgumentParser:
         parents=[store, files, output],
         help="find (and repair) inconsistencies between the table and results_dir",
         description="Report rows whose file is missing or empty, files no row points to, "
-        "leftover sidecars and kept-aside files, and stale claims. Exit status 1 while "
-        "problems remain.",
+        "leftover sidecars, sweep journals and kept-aside files, and stale claims (a claim "
+        "is stale when its process is gone; see ENTROPIC_CLAIM_TTL in docs/cli.md). Exit "
+        "status 1 while problems remain.",
     )
     check_cmd.add_argument(
         "--repair",
         action="store_true",
-        help="ingest good sidecars, restore kept-aside files, drop bad sidecars, clear stale "
-        "claims",
+        help="ingest good sidecars and leftover journals, restore kept-aside files, drop bad "
+        "sidecars, clear stale claims",
     )
     check_cmd.add_argument(
         "--prune",
         action="store_true",
         help="with --repair: also delete rows whose file is gone",
-    )
-    check_cmd.add_argument(
-        "--claim-ttl",
-        type=float,
-        default=DEFAULT_CLAIM_TTL,
-        metavar="SECONDS",
-        help="a claim from another host is stale after this long without a heartbeat (60)",
     )
     check_cmd.set_defaults(func=_cmd_check)
     return parser
@@ -702,6 +695,7 @@ class _Findings:
     sidecars: list[str] = field(default_factory=list)  # ids of good sidecars
     bad_sidecars: list[tuple[str, str]] = field(default_factory=list)  # (id, why)
     aside: list[str] = field(default_factory=list)  # ids
+    journals: list[tuple[str, int]] = field(default_factory=list)  # (path, finished runs)
     stale_claims: list[dict[str, Any]] = field(default_factory=list)
     in_progress: list[str] = field(default_factory=list)  # ids claimed by live processes
 
@@ -715,6 +709,7 @@ class _Findings:
                 self.sidecars,
                 self.bad_sidecars,
                 self.aside,
+                self.journals,
                 self.stale_claims,
             )
         )
@@ -723,8 +718,6 @@ class _Findings:
 def _cmd_check(args: argparse.Namespace) -> int:
     if args.prune and not args.repair:
         raise CLIError("--prune only works with --repair: entropic check --repair --prune")
-    if not args.claim_ttl > 0:
-        raise CLIError(f"--claim-ttl {args.claim_ttl} must be a positive number of seconds")
     root = Path(args.results)
     if not root.is_dir():
         raise CLIError(f"--results {root} is not a folder; give the store's results_dir")
@@ -733,11 +726,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _check(store: _Store, args: argparse.Namespace) -> int:
     disk = Disk(args.results, "")
-    found = _inspect(store, disk, args.claim_ttl)
+    found = _inspect(store, disk)
     repaired: dict[str, list[str]] = {}
     if args.repair and found.count():
         repaired = _repair(store, disk, found, prune=args.prune)
-        found = _inspect(store, disk, args.claim_ttl)
+        found = _inspect(store, disk)
     if args.json:
         _json_line(
             {
@@ -751,6 +744,7 @@ def _check(store: _Store, args: argparse.Namespace) -> int:
                     "sidecars": found.sidecars,
                     "bad_sidecars": [{"id": i, "reason": r} for i, r in found.bad_sidecars],
                     "kept_aside": found.aside,
+                    "journals": [{"path": p, "runs": n} for p, n in found.journals],
                     "stale_claims": found.stale_claims,
                 },
                 "in_progress": found.in_progress,
@@ -763,8 +757,8 @@ def _check(store: _Store, args: argparse.Namespace) -> int:
     return 1 if found.count() else 0
 
 
-def _inspect(store: _Store, disk: Disk, ttl: float) -> _Findings:
-    """Compare the table, results_dir and the claims; nothing is changed."""
+def _inspect(store: _Store, disk: Disk) -> _Findings:
+    """Compare the table, results_dir, the journals and the claims; nothing is changed."""
     found = _Findings()
     table = store.table
     live: set[str] = set()
@@ -772,20 +766,13 @@ def _inspect(store: _Store, disk: Disk, ttl: float) -> _Findings:
         if store.claims is not None:
             claims = store.claims
             stmt = sa.select(claims).where(claims.c.table_name == table.name)
-            now = _utcnow()
+            now = utcnow()
             for claim in conn.execute(stmt):
                 data = dict(claim._mapping)
-                if claim_is_stale(
-                    data["host"],
-                    data["pid"],
-                    data["claimed_at"],
-                    data["heartbeat_at"],
-                    now=now,
-                    ttl=ttl,
-                ):
-                    found.stale_claims.append(data)
-                else:
+                if owner_alive(data["owner"], data["heartbeat_at"], now):
                     live.add(data["id"])
+                else:
+                    found.stale_claims.append(data)
         referenced: set[str] = set()
         stmt = sa.select(table.c.id, table.c.result_file).order_by(table.c.id)
         for run_id, path in conn.execution_options(yield_per=_STREAM).execute(stmt):
@@ -799,11 +786,21 @@ def _inspect(store: _Store, disk: Disk, ttl: float) -> _Findings:
                 continue
             if size == 0:
                 found.empty.append((run_id, path))
+    # Files named in a journal are runs that finished but are not committed yet.
+    journalled: set[str] = set()
+    for path, owner in disk.list_journals():
+        rows = [row for row in disk.read_journal(path) if isinstance(row.get("id"), str)]
+        journalled.update(str(row.get("result_file", "")) for row in rows)
+        if not owner_alive(owner, _mtime(path)):
+            finished = sum(os.path.isfile(str(row.get("result_file", ""))) for row in rows)
+            found.journals.append((str(path), finished))
     found.in_progress = sorted(live)
     for entry in sorted(os.scandir(disk.root), key=lambda e: e.name):
         if entry.name.startswith(".") or not entry.is_file():
             continue  # entropic's own .entropic folder; ids never start with a dot
-        if entry.path not in referenced and not _claimed(entry.name, live):
+        if entry.path in referenced or entry.path in journalled:
+            continue
+        if not _claimed(entry.name, live):
             found.orphans.append(entry.path)
     for run_id in disk.list_sidecars():
         if run_id in live:
@@ -821,8 +818,8 @@ def _inspect(store: _Store, disk: Disk, ttl: float) -> _Findings:
             found.sidecars.append(run_id)
     found.aside = [run_id for run_id in disk.list_aside() if run_id not in live]
     # A result file a good sidecar points to is that finished run's, not an orphan.
-    journalled = set(found.sidecars)
-    found.orphans = [p for p in found.orphans if not _claimed(Path(p).name, journalled)]
+    with_sidecar = set(found.sidecars)
+    found.orphans = [p for p in found.orphans if not _claimed(Path(p).name, with_sidecar)]
     return found
 
 
@@ -852,8 +849,31 @@ def _repair(store: _Store, disk: Disk, found: _Findings, *, prune: bool) -> dict
             done["stale_claims_cleared"] = [claim["id"] for claim in found.stale_claims]
         rows = [disk.read_sidecar(run_id) for run_id in found.sidecars]
         if rows:
-            _upsert(conn, table, rows)
+            _write(conn, table, rows, overwrite=True)
             done["sidecars_ingested"] = list(found.sidecars)
+        journalled: list[dict[str, Any]] = []
+        for path, _runs in found.journals:
+            journalled += [
+                row
+                for row in disk.read_journal(Path(path))
+                if isinstance(row.get("id"), str) and os.path.isfile(str(row.get("result_file")))
+            ]
+        if journalled:
+            # A row written since the journal (a later re-run) is newer: keep it.
+            _write(conn, table, journalled, overwrite=False)
+            done["journal_runs_ingested"] = [row["id"] for row in journalled]
+        ingested = [row["id"] for row in rows + journalled]
+        if store.failures is not None and ingested:
+            failures = store.failures
+            for i in range(0, len(ingested), 500):
+                conn.execute(
+                    sa.delete(failures).where(
+                        failures.c.table_name == table.name,
+                        failures.c.id.in_(ingested[i : i + 500]),
+                    )
+                )
+    for path, _runs in found.journals:
+        Path(path).unlink(missing_ok=True)
     for run_id in found.sidecars:
         # The row is committed: the old result kept aside and the journal entry are done with.
         disk.discard_aside(run_id)
@@ -863,9 +883,9 @@ def _repair(store: _Store, disk: Disk, found: _Findings, *, prune: bool) -> dict
     if found.bad_sidecars:
         done["bad_sidecars_removed"] = [run_id for run_id, _ in found.bad_sidecars]
     restored = []
-    ingested = set(found.sidecars)
+    with_sidecar = set(found.sidecars)
     for run_id in found.aside:
-        if run_id in ingested:
+        if run_id in with_sidecar:
             continue
         suffix = _suffix_of(store, run_id)
         if suffix is not None and Disk(disk.root, suffix).restore_aside(run_id):
@@ -882,18 +902,29 @@ def _repair(store: _Store, disk: Disk, found: _Findings, *, prune: bool) -> dict
     return done
 
 
-def _upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """Insert or overwrite journalled rows, keeping only the keys the table has."""
-    from entropic.store import _generic_upsert, _upsert_statement
+def _write(
+    conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], *, overwrite: bool
+) -> None:
+    """Upsert journalled rows (or, without ``overwrite``, insert those not yet stored)."""
+    from entropic.store import (
+        _generic_insert_missing,
+        _generic_upsert,
+        _insert_missing_statement,
+        _upsert_statement,
+    )
 
     names = {column.name for column in table.columns}
-    clean = [{key: value for key, value in row.items() if key in names} for row in rows]
-    statement = _upsert_statement(table, conn.dialect.name)
-    for row in clean:
-        if statement is None:
-            _generic_upsert(conn, table, [row])
+    dialect = conn.dialect.name
+    statement = (_upsert_statement if overwrite else _insert_missing_statement)(table, dialect)
+    for row in rows:
+        # One statement a row: rows from different journals may have different keys.
+        clean = {key: value for key, value in row.items() if key in names}
+        if statement is not None:
+            conn.execute(statement, [clean])
+        elif overwrite:
+            _generic_upsert(conn, table, [clean])
         else:
-            conn.execute(statement, [row])
+            _generic_insert_missing(conn, table, [clean])
 
 
 def _suffix_of(store: _Store, run_id: str) -> str | None:
@@ -927,11 +958,14 @@ def _print_check(
         for i in found.aside
     ]
     body += [
+        ["journal", "", f"{p}: {n} finished run(s) of a dead sweep (--repair ingests them)"]
+        for p, n in found.journals
+    ]
+    body += [
         [
             "stale claim",
             c["id"],
-            f"{c['host']} pid {c['pid']}, heartbeat {_cell(c['heartbeat_at'])} "
-            "(--repair clears it)",
+            f"{c['owner']}, heartbeat {_cell(c['heartbeat_at'])} (--repair clears it)",
         ]
         for c in found.stale_claims
     ]
@@ -945,50 +979,6 @@ def _print_check(
         out.write(f"{len(found.in_progress)} run(s) in progress (claimed by live processes)\n")
     if found.missing and not repaired.get("rows_pruned"):
         out.write("rows whose file is gone stay until `entropic check --repair --prune`\n")
-
-
-# -- claims --------------------------------------------------------------------------------
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def claim_is_stale(
-    host: str, pid: int, claimed_at: datetime, heartbeat_at: datetime, *, now: datetime, ttl: float
-) -> bool:
-    """Whether a claim's owner is gone: on this host its pid is dead or was reused since the
-    claim; on another host its heartbeat is older than ``ttl`` seconds (times naive UTC)."""
-    if host == socket.gethostname():
-        return not _pid_alive(pid) or _started_after(pid, claimed_at)
-    return now - heartbeat_at > timedelta(seconds=ttl)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, owned by another user
-    return True
-
-
-def _started_after(pid: int, moment: datetime) -> bool:
-    """Whether process ``pid`` started after ``moment`` (so it reuses a dead owner's pid)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        boot = next(
-            int(line.split()[1])
-            for line in Path("/proc/stat").read_text().splitlines()
-            if line.startswith("btime ")
-        )
-    except (OSError, StopIteration, ValueError):
-        return False  # no /proc: the pid check alone decides
-    ticks = int(stat.rsplit(")", 1)[1].split()[19])
-    started = datetime.fromtimestamp(boot + ticks / os.sysconf("SC_CLK_TCK"), timezone.utc)
-    # /proc's boot time is whole seconds: allow that much slack.
-    return started.replace(tzinfo=None) > moment + timedelta(seconds=2)
 
 
 # -- hash ----------------------------------------------------------------------------------
