@@ -141,6 +141,9 @@ unsafe fn is_leaf(obj: *mut ffi::PyObject) -> bool {
         || obj == ffi::Py_None()
 }
 
+/// Buffer capacity (bytes of canonical text) kept per thread between calls.
+const KEPT_CAPACITY: usize = 1 << 16;
+
 thread_local! {
     static SCRATCH: Cell<Option<Box<Scratch>>> = const { Cell::new(None) };
 }
@@ -163,6 +166,11 @@ impl Drop for Walker<'_> {
         s.entries.clear();
         s.path.clear();
         s.leaves.clear();
+        // Keep what a typical parameter set needs, not what the largest one took.
+        s.out.shrink_to(KEPT_CAPACITY);
+        s.entries.shrink_to(KEPT_CAPACITY / 64);
+        s.path.shrink_to(MAX_DEPTH + 1);
+        s.leaves.shrink_to(KEPT_CAPACITY / 64);
         if let Some(mut older) = SCRATCH.with(|cell| cell.replace(Some(s))) {
             older.shape.release();
         }
