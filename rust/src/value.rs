@@ -97,6 +97,26 @@ pub enum Value {
     Dict(Vec<(Key, Value)>),
 }
 
+impl Drop for Value {
+    // The derived drop would recurse once per level; a deep tree built in Rust (the
+    // walk rejects it, but it still has to be freed) must not overflow the stack.
+    fn drop(&mut self) {
+        let mut pending = Vec::new();
+        move_children(self, &mut pending);
+        while let Some(mut child) = pending.pop() {
+            move_children(&mut child, &mut pending);
+        }
+    }
+}
+
+fn move_children(value: &mut Value, pending: &mut Vec<Value>) {
+    match value {
+        Value::List(items) | Value::Set(items) => pending.append(items),
+        Value::Dict(entries) => pending.extend(entries.drain(..).map(|(_, v)| v)),
+        _ => {}
+    }
+}
+
 /// Parse a decimal integer of any size (optional sign, digits) into `Int` or `BigInt`.
 fn parse_integer(text: &str) -> Option<Result<i64, BigInt>> {
     let (negative, digits) = match text.as_bytes() {

@@ -43,12 +43,10 @@ fn key(tagged: &Json) -> Key {
         Json::String(s) => Key::str(s),
         Json::Bool(b) => Key::Bool(*b),
         Json::Null => Key::Null,
-        Json::Number(n) => match number(n) {
-            Value::Int(i) => Key::Int(i),
-            Value::BigInt(b) => Key::BigInt(b),
-            Value::Float(f) => Key::Float(f),
-            _ => unreachable!(),
-        },
+        Json::Number(n) => {
+            let text = n.to_string();
+            Key::integer(&text).unwrap_or_else(|| Key::Float(float(&text)))
+        }
         _ => match tag(tagged) {
             Some(("$float", body)) => Key::Float(float(body.as_str().unwrap())),
             Some(("$str", body)) => Key::Str(code_points(body)),
