@@ -73,7 +73,7 @@ class Task:
 
     def __call__(self, point: Point) -> Outcome:
         store = self.store
-        store._load_schema()
+        store._worker_schema()
         start = time.perf_counter()
         try:
             row = store._run_point(point, had_row=False)

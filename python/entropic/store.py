@@ -386,6 +386,11 @@ class Store(Generic[ModelT]):
         self.engine  # noqa: B018 - opens the engine, which builds the schema
         return self._schema
 
+    def _worker_schema(self) -> None:
+        """Give an unpickled Store (on a worker) its schema without opening an engine."""
+        if self._engine is None and not hasattr(self, "_schema"):
+            self._schema = _Schema(self._model, self._url.get_backend_name())
+
     # -- running and persisting ------------------------------------------------------------
 
     def _execute(self, point: Point, had_row: bool) -> ModelT:
@@ -461,7 +466,7 @@ class Store(Generic[ModelT]):
 
         If the database write fails, the sidecars stay and the next Store ingests them.
         """
-        self._write_rows(rows)
+        self._persist_batch(rows, [])  # also clears the failures these runs recorded earlier
         disk = self._disk
         for row in rows:
             disk.discard_aside(row["id"])

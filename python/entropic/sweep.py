@@ -13,12 +13,14 @@ through claims (``entropic._claims``). docs/sweeps.md tells the whole story.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 import time
 import traceback
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +65,8 @@ def sweep(
         from entropic._dispatch import check_client
 
         check_client(client)
-    order, todo, records, total = _plan(store, params)
+    with _gc_paused():
+        order, todo, records, total = _plan(store, params)
     cached = len(records)
     run = _Run(store, todo, records, progress=progress, total=len(order))
     try:
@@ -336,7 +339,9 @@ class _Run:
             for run_id in self.sidecars:
                 disk.remove_sidecar(run_id)
             if rows:
-                self.records.update(zip(release, self.store._records(rows), strict=False))
+                with _gc_paused():
+                    built = self.store._records(rows)
+                self.records.update(zip([row["id"] for row in rows], built, strict=True))
             self.rows, self.failure_rows, self.release, self.sidecars = [], [], [], []
             self._postfix()
         self.last_flush = time.monotonic()
@@ -355,6 +360,23 @@ class _Run:
             self.claims.stop_heartbeat()
             if self.bar is not None:
                 self.bar.close()
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while entropic builds many objects at once.
+
+    Building tens of thousands of records triggers full collections that scan
+    every object the process holds, which costs more than the building itself.
+    These objects hold no cycles, and user code (the runner) never runs inside.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _jsonable(key: dict[str, Any]) -> Any:
