@@ -122,11 +122,11 @@ def plot(records: Sequence[Harvest], png: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     middle = rs[len(rs) // 2]
     shown = sorted((rec for rec in records if rec.r == middle), key=lambda rec: rec.h)
-    for rec in shown[:: max(1, len(shown) // 5)]:
+    for rec in shown[:: max(1, len(shown) // 6)]:
         t, y = np.load(rec.result_file)
         left.plot(t, y, label=f"h = {rec.h:g}")
-    left.set(xlabel="time", ylabel="population N", title=f"trajectories at r = {middle:g}")
-    left.legend(fontsize="small")
+    left.set(xlabel="time", ylabel="population N", title=f"trajectories at r = {middle:.2f}")
+    left.legend(fontsize="small", loc="center right")
     image = right.imshow(
         harvest,
         origin="lower",
