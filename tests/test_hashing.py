@@ -9,6 +9,7 @@ allowed in the pure-Python run) the reference is still checked against json.dump
 from __future__ import annotations
 
 import enum
+import importlib
 import json
 import math
 import os
@@ -29,12 +30,13 @@ from entropic import _pyhash, errors, hashing
 
 PURE_RUN = os.environ.get("ENTROPIC_PURE_PYTHON", "") not in ("", "0")
 
+_core: Any
 try:
-    from entropic import _core
-except ModuleNotFoundError:  # pragma: no cover - only a pure-Python run may lack it
-    if not PURE_RUN:
+    _core = importlib.import_module("entropic._core")
+except ModuleNotFoundError as exc:  # pragma: no cover - only a pure-Python run may lack it
+    if not PURE_RUN or exc.name != "entropic._core":
         raise
-    _core = None  # type: ignore[assignment]
+    _core = None
 
 needs_core = pytest.mark.skipif(_core is None, reason="entropic._core is not built (pure run)")
 
