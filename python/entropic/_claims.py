@@ -164,10 +164,10 @@ class Claims:
             won.extend(taken)
             taken_set = set(taken)
             busy.extend(run_id for run_id, _ in stale if run_id not in taken_set)
-        # A claim that vanished between our insert and our read is retried by the caller.
-        seen = set(won) | set(busy)
-        busy.extend(run_id for run_id in ids if run_id not in seen)
-        return won, busy
+        # Input order; a claim that vanished between our insert and our read counts as
+        # busy, and the caller tries it again.
+        mine = set(won)
+        return [i for i in ids if i in mine], [i for i in ids if i not in mine]
 
     def _insert_one_by_one(self, conn: Connection, values: list[dict[str, Any]]) -> None:
         for value in values:
