@@ -585,6 +585,7 @@ impl<'py> Walker<'py> {
         is_set: bool,
     ) -> PyResult<()> {
         self.check_depth(depth)?;
+        // SAFETY: the caller keeps `obj` alive; the bound reference holds it too.
         let iter = unsafe { Bound::from_borrowed_ptr(self.py, obj) }.try_iter()?;
         let base = self.s.out.len();
         let had_deferred = self.deferred.is_some();
