@@ -74,6 +74,11 @@ class Task:
     def __call__(self, point: Point) -> Outcome:
         store = self.store
         store._worker_schema()
+        finished = _finished_row(store, point)
+        if finished is not None:
+            # Dask runs a task again when the worker holding its result dies; the
+            # sidecar shows the run finished, so it is not run twice.
+            return Outcome(point.id, finished)
         start = time.perf_counter()
         try:
             row = store._run_point(point, had_row=False)
@@ -123,6 +128,9 @@ def dispatch(client: Any, run: _Run, points: list[Point]) -> list[Point]:
             completed = cf_as_completed(futures)
         for future in completed:
             outcome = future.result()
+            # Let go of the result, or Dask recomputes it if its worker dies later.
+            if hasattr(future, "release"):
+                future.release()
             point = by_id[outcome.id]
             done.add(outcome.id)
             if outcome.row is not None:
@@ -160,20 +168,25 @@ def _cancel(futures: list[Any]) -> None:
             future.cancel()
 
 
+def _finished_row(store: Store[Any], point: Point) -> dict[str, Any] | None:
+    """The row a sidecar holds for ``point`` if a run of it finished, else None."""
+    try:
+        row = store._disk.read_sidecar(point.id)
+    except (OSError, ValueError, KeyError):
+        return None
+    if row.get("id") != point.id or not os.path.isfile(row.get("result_file", "")):
+        return None
+    keys = {column.key for column in store._schema.table.columns}
+    return {**store._schema.fill, **{k: v for k, v in row.items() if k in keys}}
+
+
 def _keep_finished(run: _Run, points: list[Point]) -> list[Point]:
     """Take the runs a worker finished (its sidecar is there) without running them again."""
-    disk = run.store._disk
     left = []
     for point in points:
-        try:
-            row = disk.read_sidecar(point.id)
-        except (OSError, ValueError, KeyError):
+        row = _finished_row(run.store, point)
+        if row is None:
             left.append(point)
-            continue
-        if row.get("id") == point.id and os.path.isfile(row.get("result_file", "")):
-            fill = run.store._schema.fill
-            keys = {column.key for column in run.store._schema.table.columns}
-            run.finished({**fill, **{k: v for k, v in row.items() if k in keys}}, sidecar=True)
         else:
-            left.append(point)
+            run.finished(row, sidecar=True)
     return left
