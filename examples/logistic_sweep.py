@@ -7,8 +7,9 @@ sustained harvest h N (what a fishery would land each year once the population
 settles) is kept in the row's custom_data. The plot shows a few trajectories
 and the sustained harvest over the whole grid.
 
-    python examples/logistic_sweep.py            # 1,000 points into ./logistic_out
+    python examples/logistic_sweep.py            # 1,000 points: ./results, ./db.sqlite3
     python examples/logistic_sweep.py --small    # 12 points, for a quick look
+    python examples/logistic_sweep.py --out DIR  # the store and the plot in DIR
 
 Run it twice: the second run finds every point in the store and runs nothing.
 """
@@ -152,7 +153,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="a 12-point grid instead of 1,000")
     parser.add_argument(
-        "--out", type=Path, default=Path("logistic_out"), help="folder for the store and plot"
+        "--out",
+        type=Path,
+        default=Path(),
+        help="folder for results/, db.sqlite3 and logistic.png (default: here, where a "
+        "Store with default arguments keeps them)",
     )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
