@@ -420,6 +420,20 @@ def test_check_never_touches_files_outside_results_dir(
     assert outside.read_text() == "mine"
 
 
+def test_check_through_a_symlinked_results_dir(
+    store: Store[Wave], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    link = tmp_path / "link"
+    link.symlink_to(store.results_dir, target_is_directory=True)
+    status, out, _ = run(capsys, ["check", "--db", _url(store), "--results", str(link)])
+    assert status == 0, out
+    (store.results_dir / "stray.txt").write_text("no row")
+    status, out, _ = run(capsys, ["check", "--db", _url(store), "--results", str(link)])
+    assert status == 1
+    assert "orphan file" in out
+    assert "stray.txt" in out
+
+
 # -- choosing the table, and errors --------------------------------------------------------
 
 

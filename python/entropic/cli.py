@@ -773,10 +773,13 @@ def _inspect(store: _Store, disk: Disk) -> _Findings:
                     live.add(data["id"])
                 else:
                     found.stale_claims.append(data)
+        # Names of the files in results_dir that rows point to (results_dir may be
+        # reached through a symlink, so directories are compared resolved).
+        inside = _InsideRoot(disk.root)
         referenced: set[str] = set()
         stmt = sa.select(table.c.id, table.c.result_file).order_by(table.c.id)
         for run_id, path in conn.execution_options(yield_per=_STREAM).execute(stmt):
-            referenced.add(os.path.abspath(path))
+            inside.add_to(referenced, path)
             if run_id in live:
                 continue  # a live process may have moved the file aside to re-run it
             try:
@@ -790,7 +793,8 @@ def _inspect(store: _Store, disk: Disk) -> _Findings:
     journalled: set[str] = set()
     for path, owner in disk.list_journals():
         rows = [row for row in disk.read_journal(path) if isinstance(row.get("id"), str)]
-        journalled.update(str(row.get("result_file", "")) for row in rows)
+        for row in rows:
+            inside.add_to(journalled, str(row.get("result_file", "")))
         if not owner_alive(owner, _mtime(path)):
             finished = sum(os.path.isfile(str(row.get("result_file", ""))) for row in rows)
             found.journals.append((str(path), finished))
@@ -798,7 +802,7 @@ def _inspect(store: _Store, disk: Disk) -> _Findings:
     for entry in sorted(os.scandir(disk.root), key=lambda e: e.name):
         if entry.name.startswith(".") or not entry.is_file():
             continue  # entropic's own .entropic folder; ids never start with a dot
-        if entry.path in referenced or entry.path in journalled:
+        if entry.name in referenced or entry.name in journalled:
             continue
         if not _claimed(entry.name, live):
             found.orphans.append(entry.path)
@@ -821,6 +825,23 @@ def _inspect(store: _Store, disk: Disk) -> _Findings:
     with_sidecar = set(found.sidecars)
     found.orphans = [p for p in found.orphans if not _claimed(Path(p).name, with_sidecar)]
     return found
+
+
+class _InsideRoot:
+    """Tells which paths name a file directly inside results_dir, resolving each folder once."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = os.path.realpath(root)
+        self._folders: dict[str, bool] = {}
+
+    def add_to(self, names: set[str], path: str) -> None:
+        """Add the file name of ``path`` to ``names`` if the file is directly in results_dir."""
+        folder, name = os.path.split(os.path.abspath(path))
+        inside = self._folders.get(folder)
+        if inside is None:
+            inside = self._folders[folder] = os.path.realpath(folder) == self.root
+        if inside:
+            names.add(name)
 
 
 def _claimed(name: str, ids: set[str]) -> bool:
