@@ -15,7 +15,7 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -117,8 +117,8 @@ class Claims:
         )
         self._delete = sa.delete(CLAIMS).where(
             c.table_name == self.table_name,
-            c.id == sa.bindparam("claim_id"),
             c.owner == self.owner,
+            c.id.in_(sa.bindparam("ids", expanding=True)),
         )
 
     # -- claiming --------------------------------------------------------------------------
@@ -138,7 +138,9 @@ class Claims:
                 "claimed_at": now,
                 "heartbeat_at": now,
             }
-            for run_id in ids
+            # One lock order for every process: PostgreSQL deadlocks on overlapping
+            # claim inserts made in different orders.
+            for run_id in sorted(ids)
         ]
         with self.store._begin_write() as conn:
             if self._insert is not None:
@@ -191,7 +193,7 @@ class Claims:
         )
         taken: list[str] = []
         with self.store._begin_write() as conn:
-            for run_id, owner in stale:
+            for run_id, owner in sorted(stale):
                 result = conn.execute(update, {"claim_id": run_id, "stale_owner": owner})
                 if result.rowcount == 1:
                     taken.append(run_id)
@@ -201,14 +203,16 @@ class Claims:
             )
         return taken
 
-    def release_params(self, ids: Iterable[str]) -> list[dict[str, Any]]:
-        """Parameters for ``delete_statement``: one per id."""
-        return [{"claim_id": run_id} for run_id in ids]
+    def releaser(self, ids: list[str]) -> Callable[[Connection], None] | None:
+        """A function deleting this owner's claims on ``ids`` inside a caller's transaction."""
+        if not self.enabled or not ids:
+            return None
 
-    @property
-    def delete_statement(self) -> Any:
-        """DELETE of one of this owner's claims (executemany over ``release_params``)."""
-        return self._delete
+        def release(conn: Connection) -> None:
+            for i in range(0, len(ids), CHUNK):
+                conn.execute(self._delete, {"ids": ids[i : i + CHUNK]})
+
+        return release
 
     def release_all(self) -> None:
         """Drop every claim this sweep still holds (points it did not finish)."""

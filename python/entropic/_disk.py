@@ -89,6 +89,7 @@ class Disk:
     def __init__(self, results_dir: str | os.PathLike[str], file_suffix: str) -> None:
         self.suffix = check_file_suffix(file_suffix)
         self.root = Path(os.path.abspath(os.fspath(results_dir)))
+        self._root = str(self.root)
         self.meta = self.root / META_DIR
         self.sidecars = self.meta / "sidecars"
         self.aside = self.meta / "aside"
@@ -117,6 +118,10 @@ class Disk:
     def result_path(self, run_id: str) -> Path:
         """The result file of a run: ``results_dir/{id}{file_suffix}``."""
         return self.root / f"{run_id}{self.suffix}"
+
+    def result_file(self, run_id: str) -> str:
+        """``result_path`` as a str, built without pathlib (it is on every run's path)."""
+        return f"{self._root}{os.sep}{run_id}{self.suffix}"
 
     def sidecar_path(self, run_id: str) -> Path:
         return self.sidecars / f"{run_id}{SIDECAR_SUFFIX}"

@@ -14,7 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -56,6 +56,8 @@ Runner = Callable[[dict[str, Any]], None]
 _RESERVED = frozenset(RESERVED_COLUMNS)
 #: How long an SQLite writer waits for another process's write lock before failing.
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+#: Ids bound per ``IN (...)`` statement, far below every dialect's bound-parameter limit.
+_ID_CHUNK = 500
 
 
 @dataclass
@@ -181,8 +183,8 @@ class Store(Generic[ModelT]):
         self._upsert = _upsert_statement(self._schema.table, engine.dialect.name)
         self._insert_missing = _insert_missing_statement(self._schema.table, engine.dialect.name)
         f = FAILURES.c
-        self._clear_failure = sa.delete(FAILURES).where(
-            f.table_name == sa.bindparam("t"), f.id == sa.bindparam("failed_id")
+        self._clear_failures = sa.delete(FAILURES).where(
+            f.table_name == sa.bindparam("t"), f.id.in_(sa.bindparam("ids", expanding=True))
         )
         self._immediate = engine.dialect.name == "sqlite" and not _is_memory_sqlite(self._url)
         self._pid = os.getpid()
@@ -413,14 +415,15 @@ class Store(Generic[ModelT]):
         """
         disk = self._disk
         run_id = point.id
-        path = disk.result_path(run_id)
+        path = disk.result_file(run_id)
         if had_row:
             kept_old = disk.move_aside(run_id)
         else:
-            disk.discard_result(run_id)
+            with suppress(FileNotFoundError):
+                os.unlink(path)
             kept_old = False
         call = {k: v for k, v in point.params.items() if k != "created_at"}
-        call["result_file"] = str(path)
+        call["result_file"] = path
         call["id"] = run_id
         call["custom_data"] = point.custom_data
         log.debug("entropic: running %s", run_id)
@@ -441,7 +444,7 @@ class Store(Generic[ModelT]):
                 )
             custom = _json_clean(custom, "custom_data")
             custom["elapsed_seconds"] = elapsed
-            row = self._row(point, str(path), custom)
+            row = self._row(point, path, custom)
             if journal is not None:
                 journaled = journal.append(row)
             else:
@@ -476,19 +479,23 @@ class Store(Generic[ModelT]):
         self,
         rows: list[dict[str, Any]],
         failures: list[dict[str, Any]],
-        release: Any = None,
-        release_params: list[dict[str, Any]] | None = None,
         *,
+        clear_failures: Iterable[str] | None = None,
+        also: Callable[[Connection], None] | None = None,
         overwrite: bool = True,
     ) -> None:
-        """One transaction: write ``rows``, clear their failures, record ``failures``, and
-        delete the claims ``release`` (a DELETE statement) names in ``release_params``.
+        """One transaction: write ``rows``, clear failure records, record ``failures``.
 
-        With ``overwrite=False`` rows already in the table are left as they are
-        (ingesting a journal whose rows may be older than what was written since).
+        Failure records are cleared for ``clear_failures`` (by default, the ids of
+        ``rows``) and replaced for ``failures``; ``also`` runs in the same transaction
+        (a sweep releases its claims there). With ``overwrite=False`` rows already in
+        the table are left as they are (ingesting a journal whose rows may be older
+        than what was written since).
         """
         table = self._schema_table()
         name = table.name
+        clear = [row["id"] for row in rows] if clear_failures is None else list(clear_failures)
+        clear.extend(failure["id"] for failure in failures)
         with self._begin_write() as conn:
             if rows:
                 if overwrite and self._upsert is not None:
@@ -499,19 +506,14 @@ class Store(Generic[ModelT]):
                     conn.execute(self._insert_missing, rows)
                 else:
                     _generic_insert_missing(conn, table, rows)
-                conn.execute(
-                    self._clear_failure, [{"t": name, "failed_id": row["id"]} for row in rows]
-                )
+            for i in range(0, len(clear), _ID_CHUNK):
+                conn.execute(self._clear_failures, {"t": name, "ids": clear[i : i + _ID_CHUNK]})
             if failures:
-                conn.execute(
-                    self._clear_failure,
-                    [{"t": name, "failed_id": failure["id"]} for failure in failures],
-                )
                 conn.execute(
                     sa.insert(FAILURES), [{**failure, "table_name": name} for failure in failures]
                 )
-            if release is not None and release_params:
-                conn.execute(release, release_params)
+            if also is not None:
+                also(conn)
 
     def _row(self, point: Point, result_file: str, custom_data: dict[str, Any]) -> dict[str, Any]:
         """The full row of a point, keyed by column key, as it will be stored."""
@@ -567,13 +569,6 @@ class Store(Generic[ModelT]):
             rows = conn.execute(self._schema.select_many, {"ids": run_ids}).all()
         build = self._builder.build
         return {row[0]: build(row) for row in rows}
-
-    def _existing(self, run_ids: list[str]) -> set[str]:
-        """Those of ``run_ids`` that have a row (one query; keep the list short)."""
-        table = self._schema_table()
-        query = sa.select(table.c.id).where(table.c.id.in_(run_ids))
-        with self.engine.connect() as conn:
-            return set(conn.execute(query).scalars())
 
     def _records(self, rows: list[dict[str, Any]]) -> list[ModelT]:
         """Detached records built from rows the caller holds (read back if not exact)."""

@@ -327,13 +327,7 @@ class _Run:
         release.extend(row["id"] for row in failure_rows)
         release.extend(self.release)
         if rows or failure_rows or release:
-            claims = self.claims
-            self.store._persist_batch(
-                rows,
-                failure_rows,
-                claims.delete_statement if claims.enabled else None,
-                claims.release_params(release),
-            )
+            self.store._persist_batch(rows, failure_rows, also=self.claims.releaser(release))
             self.journal.rotate()
             disk = self.store._disk
             for run_id in self.sidecars:
