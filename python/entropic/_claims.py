@@ -99,6 +99,15 @@ def _insert_missing(dialect: str) -> Any:
     return insert(CLAIMS).on_conflict_do_nothing(index_elements=[CLAIMS.c.table_name, CLAIMS.c.id])
 
 
+def _has_returning(engine: sa.Engine) -> bool:
+    """Whether INSERT ... RETURNING works over executemany here (SQLite needs 3.35)."""
+    if engine.dialect.name == "sqlite":
+        import sqlite3
+
+        return sqlite3.sqlite_version_info >= (3, 35)
+    return bool(getattr(engine.dialect, "insert_executemany_returning", False))
+
+
 class Claims:
     """The claims of one sweep in one process (a no-op when no other process can see the store)."""
 
@@ -109,6 +118,9 @@ class Claims:
         self.table_name = store._schema_table().name
         self._pid = os.getpid()
         self._insert = _insert_missing(store.engine.dialect.name)
+        self._returning = None
+        if self._insert is not None and _has_returning(store.engine):
+            self._returning = self._insert.returning(CLAIMS.c.id)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         c = CLAIMS.c
@@ -142,18 +154,23 @@ class Claims:
             # claim inserts made in different orders.
             for run_id in sorted(ids)
         ]
+        won: list[str] = []
         with self.store._begin_write() as conn:
-            if self._insert is not None:
+            if self._returning is not None:
+                # The insert itself tells which claims are ours (RETURNING skips conflicts).
+                won.extend(conn.execute(self._returning, values).scalars())
+            elif self._insert is not None:
                 conn.execute(self._insert, values)
             else:
                 self._insert_one_by_one(conn, values)
-        won: list[str] = []
+        ours = set(won)
+        check = [run_id for run_id in ids if run_id not in ours]
         busy: list[str] = []
         stale: list[tuple[str, str]] = []
         with self.store.engine.connect() as conn:
-            for i in range(0, len(ids), CHUNK):
+            for i in range(0, len(check), CHUNK):
                 for run_id, owner, heartbeat in conn.execute(
-                    self._select, {"ids": list(ids[i : i + CHUNK])}
+                    self._select, {"ids": check[i : i + CHUNK]}
                 ):
                     if owner == self.owner:
                         won.append(run_id)
