@@ -197,7 +197,7 @@ class _Run:
                 won, busy = self.claims.claim(ids[i : i + BATCH_RUNS])
                 waiting.extend(busy)
                 for run_id in self._drop_done(won):
-                    self.run_here(self.todo[run_id])
+                    self.run_here(self.todo.pop(run_id))
         else:
             from entropic._dispatch import dispatch
 
@@ -206,7 +206,7 @@ class _Run:
                 part_won, busy = self.claims.claim(ids[i : i + LOOKUP_CHUNK])
                 waiting.extend(busy)
                 won.extend(self._drop_done(part_won))
-            unfinished = dispatch(client, self, [self.todo[run_id] for run_id in won])
+            unfinished = dispatch(client, self, [self.todo.pop(run_id) for run_id in won])
             for point in unfinished:
                 self.run_here(point)
         self._wait_for_peers(waiting)
@@ -240,7 +240,7 @@ class _Run:
             won, waiting = self.claims.claim(waiting)
             won = self._drop_done(won)
             for run_id in won:
-                self.run_here(self.todo[run_id])
+                self.run_here(self.todo.pop(run_id))
             if waiting and not won:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
