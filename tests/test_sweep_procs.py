@@ -150,20 +150,55 @@ def test_a_claim_of_a_killed_process_is_taken_over(shared_db_url: str, tmp_path:
         assert hung.poll() is None, hung.communicate()[1].decode()
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    hung.send_signal(signal.SIGKILL)
-    hung.communicate()  # reaped: its pid is gone
-    with Store(
+    # Built while the owner lives, so its recovery leaves the claims alone.
+    store = Store(
         Appender(str(calls)), Shared, results_dir=results, file_suffix=".txt", db_url=shared_db_url
-    ) as store:
+    )
+    with store:
+        hung.send_signal(signal.SIGKILL)
+        hung.communicate()  # reaped: its pid is gone
         with store.engine.connect() as conn:
             assert conn.scalar(sa.select(sa.func.count()).select_from(CLAIMS)) > 0
         start = time.monotonic()
         records = store.sweep(points(0, 20))
         assert time.monotonic() - start < 30
+        with store.engine.connect() as conn:
+            assert conn.scalar(sa.select(sa.func.count()).select_from(CLAIMS)) == 0
     assert [r.i for r in records] == list(range(20))
     counted = _calls(calls)
     assert counted[hash_params({"i": 5, "x": 5 / 8})] == 2  # the killed run, then ours
     assert all(n == 1 for key, n in counted.items() if key != hash_params({"i": 5, "x": 5 / 8}))
+
+
+def test_a_new_store_drops_the_claims_of_processes_that_are_gone(
+    shared_db_url: str, tmp_path: Path
+) -> None:
+    results, calls, started = tmp_path / "results", tmp_path / "calls.txt", tmp_path / "started"
+    hung = _spawn(
+        shared_db_url,
+        str(results),
+        str(calls),
+        "0",
+        "20",
+        str(tmp_path / "o"),
+        "0",
+        "5",
+        str(started),
+    )
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert hung.poll() is None, hung.communicate()[1].decode()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    hung.send_signal(signal.SIGKILL)
+    hung.communicate()
+    store = Store(
+        Appender(str(calls)), Shared, results_dir=results, file_suffix=".txt", db_url=shared_db_url
+    )
+    with store, store.engine.connect() as conn:
+        assert conn.scalar(sa.select(sa.func.count()).select_from(CLAIMS)) == 0
+        # Runs 0..4 finished before the kill: the journal brought them in.
+        assert conn.scalar(sa.select(sa.func.count()).select_from(Shared)) == 5
 
 
 def test_a_peer_on_another_host_is_waited_for_until_its_heartbeat_stops(

@@ -122,6 +122,8 @@ class Claims:
         if self._insert is not None and _has_returning(store.engine):
             self._returning = self._insert.returning(CLAIMS.c.id)
         self._stop = threading.Event()
+        #: Owners whose claims this sweep took over (their journals may hold finished runs).
+        self.taken_from: set[str] = set()
         self._thread: threading.Thread | None = None
         c = CLAIMS.c
         self._select = sa.select(c.id, c.owner, c.heartbeat_at).where(
@@ -214,6 +216,7 @@ class Claims:
                 result = conn.execute(update, {"claim_id": run_id, "stale_owner": owner})
                 if result.rowcount == 1:
                     taken.append(run_id)
+                    self.taken_from.add(owner)
         if taken:
             log.warning(
                 "entropic: took over %d point(s) claimed by processes that are gone", len(taken)
@@ -272,6 +275,30 @@ class Claims:
                 log.warning("entropic: heartbeat of %s failed: %s", self.owner, exc)
 
     # -- recovery --------------------------------------------------------------------------
+
+    def purge_stale(self) -> int:
+        """Delete the claims of owners that are gone (their points had no row); return how many."""
+        if not self.enabled:
+            return 0
+        c = CLAIMS.c
+        owners = (
+            sa.select(c.owner, sa.func.max(c.heartbeat_at))
+            .where(c.table_name == self.table_name)
+            .group_by(c.owner)
+        )
+        with self.store.engine.connect() as conn:
+            now = utcnow()
+            gone = [
+                owner for owner, beat in conn.execute(owners) if not owner_alive(owner, beat, now)
+            ]
+        removed = 0
+        if gone:
+            with self.store._begin_write() as conn:
+                for owner in gone:
+                    removed += conn.execute(
+                        sa.delete(CLAIMS).where(c.table_name == self.table_name, c.owner == owner)
+                    ).rowcount
+        return removed
 
     def live_ids(self, ids: Sequence[str]) -> set[str]:
         """Those of ``ids`` that a live process (another sweep) has claimed."""

@@ -621,27 +621,14 @@ class Store(Generic[ModelT]):
         if rows:
             self._persist(rows)
         ingested = [row["id"] for row in rows]
-        for path, owner in disk.list_journals():
-            if owner_alive(owner, _mtime(path)):
-                continue
-            try:
-                found = disk.read_journal(path)
-            except OSError as exc:
-                log.warning("entropic: ignoring unreadable journal %s: %s", path.name, exc)
-                continue
-            # Lines of finished runs whose file is there; a row written since is kept.
-            journaled = [
-                {**self._schema.fill, **{k: row[k] for k in row if k in table_keys}}
-                for row in found
-                if isinstance(row.get("id"), str) and os.path.isfile(row.get("result_file", ""))
-            ]
-            if journaled:
-                self._persist_batch(journaled, [], overwrite=False)
-                ingested.extend(row["id"] for row in journaled)
-            path.unlink(missing_ok=True)
+        ingested.extend(
+            self._ingest_journals(lambda owner, path: not owner_alive(owner, _mtime(path)))
+        )
         restored = [
             run_id for run_id in aside_ids if run_id not in busy and disk.restore_aside(run_id)
         ]
+        # Claims of processes that are gone: their finished runs were ingested above.
+        claims.purge_stale()
         if ingested or restored:
             log.warning(
                 "entropic: recovered interrupted runs in %s: %d finished run(s) ingested from "
@@ -651,6 +638,35 @@ class Store(Generic[ModelT]):
                 len(restored),
             )
         return ingested, restored
+
+    def _ingest_journals(self, gone: Callable[[str, Path], bool]) -> list[str]:
+        """Insert the rows journalled by sweeps ``gone(owner, path)`` says are over.
+
+        Only lines of finished runs whose result file is there are taken, and a row
+        already in the table is kept (it may be newer than the journal). Returns the
+        ids taken; the journals are removed.
+        """
+        disk = self._disk
+        table_keys = {column.key for column in self._schema_table().columns}
+        ingested: list[str] = []
+        for path, owner in disk.list_journals():
+            if not gone(owner, path):
+                continue
+            try:
+                found = disk.read_journal(path)
+            except OSError as exc:
+                log.warning("entropic: ignoring unreadable journal %s: %s", path.name, exc)
+                continue
+            journaled = [
+                {**self._schema.fill, **{k: row[k] for k in row if k in table_keys}}
+                for row in found
+                if isinstance(row.get("id"), str) and os.path.isfile(row.get("result_file", ""))
+            ]
+            if journaled:
+                self._persist_batch(journaled, [], overwrite=False)
+                ingested.extend(row["id"] for row in journaled)
+            path.unlink(missing_ok=True)
+        return ingested
 
     # -- queries ---------------------------------------------------------------------------
 

@@ -215,6 +215,11 @@ class _Run:
         """Won ids that still need a run; those a peer persisted meanwhile become records."""
         if not self.claims.enabled or not won:
             return won
+        if self.claims.taken_from:
+            # Runs the gone owners finished but never committed are in their journals.
+            gone = self.claims.taken_from
+            self.claims.taken_from = set()
+            self.store._ingest_journals(lambda owner, _path: owner in gone)
         done = self.store._get_many(won)
         if not done:
             return won
