@@ -51,8 +51,7 @@ class Sandbox:
 
     def outside(self) -> dict[str, tuple[str, int, str]]:
         """Everything under the sandbox but results_dir and the database's own files."""
-        found = tree(self.root, skip=(self.results, self.root / "db"))
-        return {k: v for k, v in found.items() if not k.startswith("cwd")}
+        return tree(self.root, skip=(self.results, self.root / "db"))
 
 
 @pytest.fixture

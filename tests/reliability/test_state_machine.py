@@ -28,6 +28,7 @@ from hypothesis.stateful import (
 )
 
 from entropic import Store, SweepError, hash_params
+from entropic.models import RESERVED_COLUMNS
 
 from ._support import Rel, journal, read_checked, result_files, rows, write_checked
 
@@ -89,7 +90,7 @@ points = st.fixed_dictionaries(
 def point_id(params: dict[str, Any]) -> str:
     if "id" in params:
         return str(params["id"])
-    return hash_params({k: v for k, v in params.items() if k not in Rel.__table__.c.keys()[:4]})
+    return hash_params({k: v for k, v in params.items() if k not in RESERVED_COLUMNS})
 
 
 def column_values(params: dict[str, Any]) -> dict[str, Any]:
