@@ -120,7 +120,11 @@ class Claims:
         self._insert = _insert_missing(store.engine.dialect.name)
         self._returning = None
         if self._insert is not None and _has_returning(store.engine):
-            self._returning = self._insert.returning(CLAIMS.c.id)
+            # At most ~900 bound parameters per multi-row INSERT, as everywhere else.
+            rows = 900 // len(CLAIMS.columns)
+            self._returning = self._insert.returning(CLAIMS.c.id).execution_options(
+                insertmanyvalues_page_size=rows
+            )
         self._stop = threading.Event()
         #: Owners whose claims this sweep took over (their journals may hold finished runs).
         self.taken_from: set[str] = set()

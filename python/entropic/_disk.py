@@ -239,6 +239,10 @@ class Disk:
         return removed
 
 
+#: One encoder for every journal line (``json.dumps`` with options builds one per call).
+_COMPACT = json.JSONEncoder(separators=(",", ":")).encode
+
+
 class Journal:
     """The journal of one sweep: finished rows appended until their batch is committed."""
 
@@ -253,7 +257,7 @@ class Journal:
         """Journal one finished run's row; False if its values are not JSON-able."""
         plain, types = _encode_row(row)
         try:
-            line = json.dumps({"row": plain, "types": types}, separators=(",", ":"))
+            line = _COMPACT({"row": plain, "types": types})
         except (TypeError, ValueError):
             return False
         if self.fd < 0:
