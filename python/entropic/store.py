@@ -230,9 +230,16 @@ class Store(Generic[ModelT]):
         point = self._prepare(params, custom_data)
         record = self._get(point.id)
         if record is not None:
-            log.debug("entropic: hit %s", point.id)
-            return record
-        return self._execute(point, had_row=False)
+            if os.path.exists(record.result_file):
+                log.debug("entropic: hit %s", point.id)
+                return record
+            # A row must never vouch for a file that is gone: run the point again.
+            log.warning(
+                "entropic: %s is indexed but its file %s is missing; running it again",
+                point.id,
+                record.result_file,
+            )
+        return self._execute(point, had_row=record is not None)
 
     def run(self, params: dict[str, Any], **custom_data: Any) -> ModelT:
         """Run the runner for ``params`` even if cached, and insert or overwrite its row."""

@@ -109,7 +109,8 @@ def _plan(
     seen: dict[str, None] = {}
     todo: dict[str, Point] = {}
     records: dict[str, ModelT] = {}
-    total = 0
+    total = missing = 0
+    exists = os.path.exists
     for chunk in _chunks(iter(params), INPUT_CHUNK):
         total += len(chunk)
         points = [store._prepare(p, {}, hashed=False) for p in chunk]
@@ -122,11 +123,24 @@ def _plan(
         for i in range(0, len(fresh), LOOKUP_CHUNK):
             part = fresh[i : i + LOOKUP_CHUNK]
             found = store._get_many([point.id for point in part])
-            records.update(found)
             for point in part:
-                if point.id not in found:
+                record = found.get(point.id)
+                # A hit whose file is gone is a miss: a row must not vouch for a lost file.
+                if record is not None and exists(record.result_file):
+                    records[point.id] = record
+                else:
+                    if record is not None:
+                        missing += 1
                     todo[point.id] = point
+    if missing:
+        log.warning("entropic: %d indexed points had lost their files; running them again", missing)
     return list(seen), todo, records, total
+
+
+def _with_files(found: dict[str, ModelT]) -> dict[str, ModelT]:
+    """The records whose result file exists; a row whose file is gone is no result."""
+    exists = os.path.exists
+    return {run_id: r for run_id, r in found.items() if exists(r.result_file)}
 
 
 def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
@@ -220,7 +234,7 @@ class _Run:
             gone = self.claims.taken_from
             self.claims.taken_from = set()
             self.store._ingest_journals(lambda owner, _path: owner in gone)
-        done = self.store._get_many(won)
+        done = _with_files(self.store._get_many(won))
         if not done:
             return won
         self.records.update(done)
@@ -234,7 +248,7 @@ class _Run:
         delay = 0.05
         while waiting:
             self.flush()  # our finished runs first: a peer may be waiting for them
-            found = lookup(self.store, waiting)
+            found = _with_files(lookup(self.store, waiting))
             if found:
                 self.records.update(found)
                 self.by_peers += len(found)

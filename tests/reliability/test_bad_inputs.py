@@ -302,16 +302,22 @@ def test_the_table_covers_every_kind_of_bad_input_the_issue_lists() -> None:
         assert kind in names
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a runner's deletes are invisible to the Store: a cached hit is returned "
-    "without checking its file (reported; the fix is to treat a hit whose file is gone as a miss)",
-)
 def test_runner_that_deletes_another_runs_file(ctx: Ctx) -> None:
-    victim = ctx.seeded[0]
+    """A row never vouches for a lost file: a hit whose file is gone runs again."""
+    victim, other = ctx.seeded[0], ctx.seeded[1]
     ctx.runner.mode = "delete-another"
     ctx.runner.victim = victim.result_file
     ctx.store.run({"n": 50})
     ctx.runner.mode = ""
+    assert not Path(victim.result_file).exists()
+    calls = ctx.runner.calls
     again = ctx.store.run_or_retrieve({"n": 0, "tag": "seed0"})
     assert Path(again.result_file).is_file()
+    assert ctx.runner.calls == calls + 1
+    assert again.id == victim.id
+
+    Path(other.result_file).unlink()  # the same in a sweep, beside a good hit
+    records = ctx.store.sweep([{"n": 1, "tag": "seed1"}, {"n": 0, "tag": "seed0"}])
+    assert [r.id for r in records] == [other.id, victim.id]
+    assert all(Path(r.result_file).is_file() for r in records)
+    assert ctx.runner.calls == calls + 2
