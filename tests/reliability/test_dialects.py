@@ -39,7 +39,9 @@ class Statements:
     def _on_execute(
         self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
     ) -> None:
-        sets = parameters if many else [parameters]
+        # SQLAlchemy's "insertmanyvalues" batches send many=True with one flat tuple.
+        flat = many and not isinstance(next(iter(parameters), None), (tuple, list, dict))
+        sets = [parameters] if not many or flat else parameters
         bound = max((len(p) for p in sets if p is not None), default=0)
         self.seen.append((" ".join(statement.split()).upper(), bound))
 
@@ -92,6 +94,8 @@ def _upsert_and_look_up(store: Store[Rel], count: int) -> None:
     held = [
         store._row(p, str(store.results_dir / f"{p.id}.h5"), {"i": i}) for i, p in enumerate(points)
     ]
+    for row in held:  # a row counts as a hit only while its file exists
+        Path(row["result_file"]).touch()
     limit = PARAM_LIMIT[store.engine.dialect.name]
     watch = Statements(store.engine)
     try:
