@@ -322,12 +322,16 @@ class _Run:
 
     def _advance(self, n: int) -> None:
         if self.bar is not None:
+            self._postfix(refresh=False)  # counts current whenever tqdm redraws
             self.bar.update(n)
 
-    def _postfix(self) -> None:
+    def _postfix(self, refresh: bool = True) -> None:
         if self.bar is not None:
             self.bar.set_postfix(
-                cached=self.cached + self.by_peers, ran=self.ran, failed=len(self.failures)
+                cached=self.cached + self.by_peers,
+                ran=self.ran,
+                failed=len(self.failures),
+                refresh=refresh,
             )
 
     # -- batches ---------------------------------------------------------------------------
