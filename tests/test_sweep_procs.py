@@ -132,24 +132,22 @@ def test_overlapping_grids_run_each_point_once(
     assert sum(_calls(calls).values()) == len(everything)
 
 
-def test_a_claim_of_a_killed_process_is_taken_over(shared_db_url: str, tmp_path: Path) -> None:
-    results, calls, started = tmp_path / "results", tmp_path / "calls.txt", tmp_path / "started"
-    hung = _spawn(
-        shared_db_url,
-        str(results),
-        str(calls),
-        "0",
-        "20",
-        str(tmp_path / "out0"),
-        "0",
-        "5",
-        str(started),
-    )
+def _spawn_hung(
+    db_url: str, results: Path, calls: Path, started: Path, out: Path
+) -> subprocess.Popen[bytes]:
+    """A child sweeping points 0..19 that hangs on point 5; returned once it has started it."""
+    hung = _spawn(db_url, str(results), str(calls), "0", "20", str(out), "0", "5", str(started))
     deadline = time.monotonic() + 60
     while not started.exists():
         assert hung.poll() is None, hung.communicate()[1].decode()
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    return hung
+
+
+def test_a_claim_of_a_killed_process_is_taken_over(shared_db_url: str, tmp_path: Path) -> None:
+    results, calls, started = tmp_path / "results", tmp_path / "calls.txt", tmp_path / "started"
+    hung = _spawn_hung(shared_db_url, results, calls, started, tmp_path / "out0")
     # Built while the owner lives, so its recovery leaves the claims alone.
     store = Store(
         Appender(str(calls)), Shared, results_dir=results, file_suffix=".txt", db_url=shared_db_url
@@ -174,22 +172,7 @@ def test_a_new_store_drops_the_claims_of_processes_that_are_gone(
     shared_db_url: str, tmp_path: Path
 ) -> None:
     results, calls, started = tmp_path / "results", tmp_path / "calls.txt", tmp_path / "started"
-    hung = _spawn(
-        shared_db_url,
-        str(results),
-        str(calls),
-        "0",
-        "20",
-        str(tmp_path / "o"),
-        "0",
-        "5",
-        str(started),
-    )
-    deadline = time.monotonic() + 60
-    while not started.exists():
-        assert hung.poll() is None, hung.communicate()[1].decode()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    hung = _spawn_hung(shared_db_url, results, calls, started, tmp_path / "o")
     hung.send_signal(signal.SIGKILL)
     hung.communicate()
     store = Store(

@@ -176,8 +176,7 @@ def _finished_row(store: Store[Any], point: Point) -> dict[str, Any] | None:
         return None
     if row.get("id") != point.id or not os.path.isfile(row.get("result_file", "")):
         return None
-    keys = {column.key for column in store._schema.table.columns}
-    return {**store._schema.fill, **{k: v for k, v in row.items() if k in keys}}
+    return store._schema.stored_row(row)
 
 
 def _keep_finished(run: _Run, points: list[Point]) -> list[Point]:

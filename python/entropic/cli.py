@@ -28,8 +28,9 @@ from sqlalchemy.engine import Engine
 from entropic import hashing, query
 from entropic._claims import owner_alive
 from entropic._disk import Disk
+from entropic._tables import CLAIMS, FAILURES
 from entropic.models import RESERVED_COLUMNS, utcnow
-from entropic.store import _mtime
+from entropic.store import _ID_CHUNK, SQLITE_BUSY_TIMEOUT_MS, _is_memory_sqlite, _mtime
 
 __all__ = ["main"]
 
@@ -38,8 +39,8 @@ __all__ = ["main"]
 _BATCH = 4096
 
 #: entropic's own tables, never a user's store.
-FAILURES_TABLE = "entropic_failures"
-CLAIMS_TABLE = "entropic_claims"
+FAILURES_TABLE = FAILURES.name
+CLAIMS_TABLE = CLAIMS.name
 #: Rows streamed per fetch when a command reads a whole table.
 _STREAM = 10_000
 
@@ -231,7 +232,7 @@ def _open(args: argparse.Namespace) -> _Store:
         ) from None
     shown = url.render_as_string(hide_password=True)
     if url.get_backend_name() == "sqlite":
-        if url.database in (None, "", ":memory:"):
+        if _is_memory_sqlite(url):
             raise CLIError("--db names an in-memory SQLite database, which is empty; pass a file")
         database = Path(str(url.database))
         if not database.is_file():
@@ -272,7 +273,7 @@ def _open(args: argparse.Namespace) -> _Store:
 def _sqlite_busy_timeout(dbapi_connection: Any, _record: Any) -> None:
     # Wait for a sweeping process's write lock instead of failing at once.
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout = 60000")
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
 
 
@@ -886,11 +887,11 @@ def _repair(store: _Store, disk: Disk, found: _Findings, *, prune: bool) -> dict
         ingested = [row["id"] for row in rows + journalled]
         if store.failures is not None and ingested:
             failures = store.failures
-            for i in range(0, len(ingested), 500):
+            for i in range(0, len(ingested), _ID_CHUNK):
                 conn.execute(
                     sa.delete(failures).where(
                         failures.c.table_name == table.name,
-                        failures.c.id.in_(ingested[i : i + 500]),
+                        failures.c.id.in_(ingested[i : i + _ID_CHUNK]),
                     )
                 )
     for path, _runs in found.journals:
@@ -916,8 +917,8 @@ def _repair(store: _Store, disk: Disk, found: _Findings, *, prune: bool) -> dict
     if prune:
         gone = [run_id for run_id, path in found.missing if not os.path.exists(path)]
         with store.engine.begin() as conn:
-            for i in range(0, len(gone), 500):
-                conn.execute(sa.delete(table).where(table.c.id.in_(gone[i : i + 500])))
+            for i in range(0, len(gone), _ID_CHUNK):
+                conn.execute(sa.delete(table).where(table.c.id.in_(gone[i : i + _ID_CHUNK])))
         if gone:
             done["rows_pruned"] = gone
     return done
@@ -1009,7 +1010,7 @@ def _cmd_hash(args: argparse.Namespace) -> int:
     if args.params == "-":
         _hash_lines(sys.stdin, sys.stdout, canonical=args.canonical)
         return 0
-    params = _parse_object(args.params, where="PARAMS")
+    params = _parse_object(args.params)
     _write_ids([params], sys.stdout, canonical=args.canonical)
     return 0
 
@@ -1017,7 +1018,7 @@ def _cmd_hash(args: argparse.Namespace) -> int:
 def _hash_lines(src: TextIO, out: TextIO, *, canonical: bool) -> None:
     batch: list[dict[str, Any]] = []
     for lineno, line in _numbered_lines(src):
-        batch.append(_parse_object(line, where=f"line {lineno}"))
+        batch.append(_parse_object(line, lineno))
         if len(batch) == _BATCH:
             _write_ids(batch, out, canonical=canonical)
             batch = []
@@ -1026,7 +1027,7 @@ def _hash_lines(src: TextIO, out: TextIO, *, canonical: bool) -> None:
 
 def _numbered_lines(src: TextIO) -> Iterator[tuple[int, str]]:
     for lineno, line in enumerate(src, start=1):
-        if line.strip():
+        if not line.isspace():
             yield lineno, line
 
 
@@ -1044,7 +1045,9 @@ def _write_ids(batch: list[dict[str, Any]], out: TextIO, *, canonical: bool) -> 
         out.write("".join(f"{i}\t{t}\n" for i, t in zip(ids, texts, strict=True)))
 
 
-def _parse_object(text: str, *, where: str) -> dict[str, Any]:
+def _parse_object(text: str, lineno: int | None = None) -> dict[str, Any]:
+    """One JSON object: PARAMS, or line ``lineno`` of the input (named only in errors)."""
+    where = "PARAMS" if lineno is None else f"line {lineno}"
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import make_transient_to_detached
 
-from entropic.models import Base
+from entropic.models import RESERVED_COLUMNS, Base
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -84,14 +84,19 @@ def conditions(table: sa.Table, equals: Mapping[str, Any], *, owner: str) -> lis
 
 def parameter_columns(table: sa.Table) -> list[str]:
     """The table's parameter columns (every column but entropic's reserved ones), in order."""
-    reserved = {"id", "result_file", "created_at", "custom_data"}
-    return [column.name for column in table.columns if column.name not in reserved]
+    return [column.name for column in table.columns if column.name not in RESERVED_COLUMNS]
+
+
+def unwrap_numpy(value: Any) -> Any:
+    """A numpy scalar as the Python number it holds (numpy is never imported here)."""
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        return value.item()
+    return value
 
 
 def coerce(column: sa.Column[Any], value: Any, *, where: str, owner: str) -> Any:
     """``value`` as the Python type ``column`` holds, or TypeError/ValueError naming the fix."""
-    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
-        value = value.item()
+    value = unwrap_numpy(value)
     ctype = column.type
     kind = f"{owner}.{column.name} is {type(ctype).__name__}"
     if isinstance(ctype, sa.JSON):

@@ -29,7 +29,7 @@ from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import CreateColumn
 
-from entropic import hashing
+from entropic import hashing, query
 from entropic._disk import Disk, Journal, check_id
 from entropic._tables import FAILURES, METADATA, Failure
 from entropic.errors import (
@@ -175,7 +175,8 @@ class Store(Generic[ModelT]):
         self._engine = None
 
     def _open(self) -> None:
-        if self._engine is not None and not _is_memory_sqlite(self._url):
+        memory = _is_memory_sqlite(self._url)
+        if self._engine is not None and not memory:
             # A forked child must not use the parent's pooled connections.
             self._engine.dispose(close=False)
         engine = _create_engine(self._url)
@@ -186,11 +187,11 @@ class Store(Generic[ModelT]):
         self._clear_failures = sa.delete(FAILURES).where(
             f.table_name == sa.bindparam("t"), f.id.in_(sa.bindparam("ids", expanding=True))
         )
-        self._immediate = engine.dialect.name == "sqlite" and not _is_memory_sqlite(self._url)
+        self._immediate = engine.dialect.name == "sqlite" and not memory
         self._pid = os.getpid()
         self._engine = engine
         self._builder = _RecordBuilder(self._model, self._schema.attrs)
-        if _is_memory_sqlite(self._url):
+        if memory:
             # A new in-memory database (say, of an unpickled copy) starts empty.
             self._schema.table.create(engine, checkfirst=True)
             METADATA.create_all(engine, checkfirst=True)
@@ -261,7 +262,7 @@ class Store(Generic[ModelT]):
                 f"cannot register {path}: no such file; write the result first, then register it"
             )
         row = self._row(point, path, point.custom_data)
-        self._write_rows([row])
+        self._persist_batch([row], [], clear_failures=())
         log.info("entropic: registered %s -> %s", point.id, path)
         return self._record(row)
 
@@ -535,15 +536,6 @@ class Store(Generic[ModelT]):
         row["custom_data"] = custom_data
         return row
 
-    def _write_rows(self, rows: list[dict[str, Any]]) -> None:
-        """Insert or overwrite ``rows`` in one transaction (an upsert, never delete-then-insert)."""
-        table = self._schema_table()
-        with self._begin_write() as conn:
-            if self._upsert is not None:
-                conn.execute(self._upsert, rows)
-            else:
-                _generic_upsert(conn, table, rows)
-
     @contextmanager
     def _begin_write(self) -> Iterator[Connection]:
         """A write transaction; on an SQLite file it takes the write lock before anything else."""
@@ -557,12 +549,7 @@ class Store(Generic[ModelT]):
 
     def _record(self, row: Mapping[str, Any]) -> ModelT:
         """A detached, fully loaded record built from a row already held, without a query."""
-        schema = self._schema
-        if not schema.exact:
-            record = self._get(row["id"])
-            assert record is not None
-            return record
-        return self._detached([row[key] for key in schema.keys])
+        return self._records([row])[0]
 
     def _get(self, run_id: str) -> ModelT | None:
         """The detached record of ``run_id``, or None."""
@@ -577,7 +564,7 @@ class Store(Generic[ModelT]):
         build = self._builder.build
         return {row[0]: build(row) for row in rows}
 
-    def _records(self, rows: list[dict[str, Any]]) -> list[ModelT]:
+    def _records(self, rows: Sequence[Mapping[str, Any]]) -> list[ModelT]:
         """Detached records built from rows the caller holds (read back if not exact)."""
         schema = self._schema
         if not schema.exact:
@@ -607,8 +594,7 @@ class Store(Generic[ModelT]):
 
         disk = self._disk
         disk.clear_tmp()
-        table_keys = {column.key for column in self._schema_table().columns}
-        claims = Claims(self, enabled=not _is_memory_sqlite(self._url))
+        claims = Claims(self, enabled=self._shared)
         sidecar_ids = disk.list_sidecars()
         aside_ids = disk.list_aside()
         busy = claims.live_ids(sorted(set(sidecar_ids) | set(aside_ids)))
@@ -622,7 +608,7 @@ class Store(Generic[ModelT]):
                 log.warning("entropic: ignoring unreadable sidecar of %s: %s", run_id, exc)
                 continue
             if os.path.isfile(row.get("result_file", "")) and row.get("id") == run_id:
-                rows.append({**self._schema.fill, **{k: row[k] for k in row if k in table_keys}})
+                rows.append(self._schema.stored_row(row))
             else:
                 disk.remove_sidecar(run_id)
         if rows:
@@ -654,7 +640,6 @@ class Store(Generic[ModelT]):
         ids taken; the journals are removed.
         """
         disk = self._disk
-        table_keys = {column.key for column in self._schema_table().columns}
         ingested: list[str] = []
         for path, owner in disk.list_journals():
             if not gone(owner, path):
@@ -665,7 +650,7 @@ class Store(Generic[ModelT]):
                 log.warning("entropic: ignoring unreadable journal %s: %s", path.name, exc)
                 continue
             journaled = [
-                {**self._schema.fill, **{k: row[k] for k in row if k in table_keys}}
+                self._schema.stored_row(row)
                 for row in found
                 if isinstance(row.get("id"), str) and os.path.isfile(row.get("result_file", ""))
             ]
@@ -679,20 +664,14 @@ class Store(Generic[ModelT]):
 
     def find(self, **equals: Any) -> list[ModelT]:
         """Records whose columns equal ``equals`` (floats as ids round them), oldest first."""
-        from entropic import query
-
         return query.find(self.engine, self._model, equals)
 
     def count(self, **equals: Any) -> int:
         """How many rows ``find(**equals)`` would return."""
-        from entropic import query
-
         return query.count(self.engine, self._model, equals)
 
     def to_pandas(self, **equals: Any) -> pd.DataFrame:
         """The rows ``find(**equals)`` would return as a DataFrame (needs pandas)."""
-        from entropic import query
-
         return query.to_pandas(self.engine, self._model, equals)
 
 
@@ -778,6 +757,12 @@ class _Schema:
         self.select_many = sa.select(*columns).where(
             table.c.id.in_(sa.bindparam("ids", expanding=True))
         )
+        self.table_keys = frozenset(column.key for column in table.columns)
+
+    def stored_row(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """A journalled or sidecar row as the table stores it: its columns, defaults filled."""
+        keys = self.table_keys
+        return {**self.fill, **{k: v for k, v in row.items() if k in keys}}
 
 
 _INT_BITS = {"sqlite": 64}
@@ -920,20 +905,13 @@ def _checker(model: str, name: str, column: sa.Column[Any], dialect: str) -> tup
                 return None
             raise ValueError(f"{where} is None, but column {model}.{name} is NOT NULL")
         if type(value) not in _PLAIN:
-            value = _unwrap_numpy(value)
+            value = query.unwrap_numpy(value)
         return convert(value)
 
     return check, exact
 
 
 _PLAIN = frozenset({int, float, str, bool})
-
-
-def _unwrap_numpy(value: Any) -> Any:
-    """A numpy scalar as the Python number it holds (numpy is never imported here)."""
-    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
-        return value.item()
-    return value
 
 
 def _json_default(value: Any) -> Any:

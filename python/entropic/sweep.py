@@ -110,7 +110,6 @@ def _plan(
     todo: dict[str, Point] = {}
     records: dict[str, ModelT] = {}
     total = missing = 0
-    exists = os.path.exists
     for chunk in _chunks(iter(params), INPUT_CHUNK):
         total += len(chunk)
         points = [store._prepare(p, {}, hashed=False) for p in chunk]
@@ -120,27 +119,15 @@ def _plan(
             if point.id not in seen:
                 seen[point.id] = None
                 fresh.append(point)
-        for i in range(0, len(fresh), LOOKUP_CHUNK):
-            part = fresh[i : i + LOOKUP_CHUNK]
-            found = store._get_many([point.id for point in part])
-            for point in part:
-                record = found.get(point.id)
-                # A hit whose file is gone is a miss: a row must not vouch for a lost file.
-                if record is not None and exists(record.result_file):
-                    records[point.id] = record
-                else:
-                    if record is not None:
-                        missing += 1
-                    todo[point.id] = point
+        found, lost = lookup(store, [point.id for point in fresh])
+        missing += lost
+        records.update(found)
+        for point in fresh:
+            if point.id not in found:
+                todo[point.id] = point
     if missing:
         log.warning("entropic: %d indexed points had lost their files; running them again", missing)
     return list(seen), todo, records, total
-
-
-def _with_files(found: dict[str, ModelT]) -> dict[str, ModelT]:
-    """The records whose result file exists; a row whose file is gone is no result."""
-    exists = os.path.exists
-    return {run_id: r for run_id, r in found.items() if exists(r.result_file)}
 
 
 def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
@@ -155,12 +142,22 @@ def assign_ids(points: list[Point]) -> None:
         point.id = run_id
 
 
-def lookup(store: Store[ModelT], run_ids: list[str]) -> dict[str, ModelT]:
-    """Records of the stored ones among ``run_ids``, in chunks of at most LOOKUP_CHUNK ids."""
+def lookup(store: Store[ModelT], run_ids: list[str]) -> tuple[dict[str, ModelT], int]:
+    """Cache hits among ``run_ids``, LOOKUP_CHUNK ids a query, and the count of rows without files.
+
+    A row whose result file is gone is no hit: a row must never vouch for a lost
+    file, so such a point is run again.
+    """
+    exists = os.path.exists
     found: dict[str, ModelT] = {}
+    lost = 0
     for i in range(0, len(run_ids), LOOKUP_CHUNK):
-        found.update(store._get_many(run_ids[i : i + LOOKUP_CHUNK]))
-    return found
+        for run_id, record in store._get_many(run_ids[i : i + LOOKUP_CHUNK]).items():
+            if exists(record.result_file):
+                found[run_id] = record
+            else:
+                lost += 1
+    return found, lost
 
 
 class _Run:
@@ -234,7 +231,7 @@ class _Run:
             gone = self.claims.taken_from
             self.claims.taken_from = set()
             self.store._ingest_journals(lambda owner, _path: owner in gone)
-        done = _with_files(self.store._get_many(won))
+        done, _ = lookup(self.store, won)
         if not done:
             return won
         self.records.update(done)
@@ -248,7 +245,7 @@ class _Run:
         delay = 0.05
         while waiting:
             self.flush()  # our finished runs first: a peer may be waiting for them
-            found = _with_files(lookup(self.store, waiting))
+            found, _ = lookup(self.store, waiting)
             if found:
                 self.records.update(found)
                 self.by_peers += len(found)
