@@ -32,7 +32,7 @@ def _private_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(work)
 
 
-def _pg_database() -> Iterator[str]:
+def pg_database() -> Iterator[str]:
     """Create a fresh PostgreSQL database for one test and drop it afterwards."""
     if not PG_URL:
         pytest.skip(PG_SKIP_REASON)
@@ -58,7 +58,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     elif request.param == "sqlite-memory":
         yield "sqlite://"
     else:
-        yield from _pg_database()
+        yield from pg_database()
 
 
 @pytest.fixture(params=["sqlite-file", "postgresql"])
@@ -67,4 +67,4 @@ def shared_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[st
     if request.param == "sqlite-file":
         yield f"sqlite:///{tmp_path / 'store.sqlite3'}"
     else:
-        yield from _pg_database()
+        yield from pg_database()

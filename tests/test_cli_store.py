@@ -16,10 +16,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import String
 
-from entropic import Base, Mapped, Store, SweepError, mapped_column
-from entropic._claims import HOST, new_owner
-from entropic._disk import Disk, Journal
-from entropic._tables import CLAIMS, FAILURES
+from entropic import Base, Mapped, Store, SweepError, hash_params, mapped_column
+from entropic._storage.disk import Disk
+from entropic._storage.journal import Journal
+from entropic._storage.owner import HOST, new_owner
+from entropic._storage.tables import CLAIMS, FAILURES
 from entropic.cli import main
 
 
@@ -53,6 +54,17 @@ POINTS = [
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def row_of(params: dict[str, Any]) -> dict[str, Any]:
+    """The row a run of ``params`` journals (its result_file still to be set)."""
+    return {
+        **params,
+        "id": hash_params(params),
+        "result_file": "",
+        "created_at": utcnow(),
+        "custom_data": {},
+    }
 
 
 @pytest.fixture
@@ -146,7 +158,7 @@ def test_ls_where_is_typed_by_the_reflected_column(
 @pytest.mark.parametrize(
     ("where", "message"),
     [
-        ("n=two", "'n=two': n is INTEGER; give a whole number"),
+        ("n=two", "'n=two': column wave.n is INTEGER; give a whole number"),
         ("K=fast", "give a finite number"),
         ("K=inf", "give a finite number"),
         ("stiff=maybe", "give true or false"),
@@ -328,7 +340,7 @@ def test_check_finds_and_repairs_every_kind_of_problem(
     orphan = store.results_dir / "stray.txt"
     orphan.write_text("no row")
     # A finished run whose process died before the commit: file and sidecar, no row.
-    journalled = dict(store._row(store._prepare({**POINTS[0], "n": 7}, {}), "", {}))
+    journalled = row_of({**POINTS[0], "n": 7})
     journalled["result_file"] = str(disk.result_path(journalled["id"]))
     Path(journalled["result_file"]).write_text("done")
     assert disk.write_sidecar(journalled["id"], journalled)
@@ -344,7 +356,7 @@ def test_check_finds_and_repairs_every_kind_of_problem(
     claim(store, "dead000000000000", dead_owner, age=1)
     claim(store, "far0000000000000", "elsewhere.example~1~~far", age=3600)
     # The journal of a sweep killed before its batch commit: one finished run in it.
-    in_journal = dict(store._row(store._prepare({**POINTS[0], "n": 8}, {}), "", {}))
+    in_journal = row_of({**POINTS[0], "n": 8})
     in_journal["result_file"] = str(disk.result_path(in_journal["id"]))
     Path(in_journal["result_file"]).write_text("journalled")
     journal = Journal(disk, dead_owner)
@@ -442,7 +454,12 @@ def test_several_tables_need_table(
 ) -> None:
     with Store(write, Other, store.results_dir.parent / "other", ".txt", shared_db_url):
         pass
-    status, _, err = run(capsys, cli(store, "ls"))
+    # results_dir says which table it belongs to...
+    status, out, _ = run(capsys, cli(store, "ls"))
+    assert status == 0
+    assert len(out.splitlines()) == 5
+    # ...and without it the table must be named.
+    status, _, err = run(capsys, ["ls", "--db", _url(store), "--results", "nowhere"])
     assert status == 2
     assert "holds several store tables (other, wave); pick one with --table" in one_line_error(err)
     status, out, _ = run(capsys, cli(store, "ls", "--table", "wave"))

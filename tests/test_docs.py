@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import entropic
-from entropic.cli import _parser
+from entropic.cli import parser
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = sorted((ROOT / "docs").glob("*.md"))
@@ -91,7 +91,7 @@ def test_every_public_name_is_in_the_api_page() -> None:
 
 def test_every_command_is_in_the_cli_page() -> None:
     cli = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
-    commands = _parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    commands = parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     missing = [name for name in commands if f"## `entropic {name}" not in cli]
     assert not missing, f"docs/cli.md has no section for {missing}"
 

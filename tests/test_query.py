@@ -80,7 +80,9 @@ def test_unknown_column_names_them_and_the_columns(store: Store[Orbit]) -> None:
 
 
 def test_wrong_value_type_is_a_clear_error(store: Store[Orbit]) -> None:
-    with pytest.raises(TypeError, match=r"n='2'.*Orbit.n is Integer; pass a whole number"):
+    with pytest.raises(
+        TypeError, match=r"filter n = '2' is a str.*Orbit.n is Integer; pass an int"
+    ):
         store.find(n="2")
     with pytest.raises(TypeError, match="pass a number"):
         store.count(K="big")

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 from distributed import Client, LocalCluster
 
-from entropic import Base, Mapped, Store, SweepError, hash_params
-from entropic._dispatch import RemoteRunError
+from entropic import Base, Mapped, RemoteRunError, Store, SweepError, hash_params
 
 
 class OnDask(Base):

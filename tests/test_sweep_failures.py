@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 import entropic.sweep
 from entropic import Base, Failure, Mapped, Store, SweepError, hash_params
-from entropic._tables import CLAIMS
+from entropic._storage.tables import CLAIMS
 
 
 class Flaky(Base):

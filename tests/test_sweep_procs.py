@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from entropic import Base, Mapped, Store, hash_params
-from entropic._tables import CLAIMS
+from entropic._storage.tables import CLAIMS
 from entropic.models import utcnow
 
 HERE = Path(__file__).parent

@@ -19,7 +19,7 @@ from entropic import (
     hash_params,
     mapped_column,
 )
-from entropic.sweep import LOOKUP_CHUNK
+from entropic._storage.index import ID_CHUNK as LOOKUP_CHUNK
 
 
 class Point(Base):

@@ -2,19 +2,21 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from entropic._tables import Failure
 from entropic.errors import (
+    DispatchError,
     MissingResultError,
     ParamsDepthError,
     ParamsTypeError,
     PurePythonFallbackWarning,
+    RemoteRunError,
     ReservedColumnError,
+    ResultsDirError,
     SchemaDriftError,
     SweepError,
 )
 from entropic.grid import expand_grid
 from entropic.hashing import canonical_json, hash_many, hash_params
-from entropic.models import Base, Mapped, mapped_column
+from entropic.models import Base, Failure, Mapped, mapped_column
 from entropic.store import Store
 
 try:
@@ -24,13 +26,16 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "Base",
+    "DispatchError",
     "Failure",
     "Mapped",
     "MissingResultError",
     "ParamsDepthError",
     "ParamsTypeError",
     "PurePythonFallbackWarning",
+    "RemoteRunError",
     "ReservedColumnError",
+    "ResultsDirError",
     "SchemaDriftError",
     "Store",
     "SweepError",

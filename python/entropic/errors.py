@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "DispatchError",
     "MissingResultError",
     "ParamsDepthError",
     "ParamsTypeError",
     "PurePythonFallbackWarning",
+    "RemoteRunError",
     "ReservedColumnError",
+    "ResultsDirError",
     "SchemaDriftError",
     "SweepError",
 ]
@@ -61,3 +64,25 @@ class SweepError(RuntimeError):
         super().__init__(message)
         self.failures = failures if failures is not None else []
         self.records = records if records is not None else []
+
+
+class RemoteRunError(RuntimeError):
+    """Stands in for an exception raised on a worker that could not be sent back.
+
+    Its message is the original's type and text; the traceback is in ``Store.failures()``.
+    """
+
+
+class DispatchError(RuntimeError):
+    """The client of a sweep failed and ``fallback=False`` forbade running the rest here.
+
+    ``unfinished`` is how many points did not run; the runs that finished are kept.
+    """
+
+    def __init__(self, message: str, unfinished: int = 0) -> None:
+        super().__init__(message)
+        self.unfinished = unfinished
+
+
+class ResultsDirError(ValueError):
+    """A results_dir holds the result files of another table; each table needs its own."""

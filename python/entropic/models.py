@@ -1,9 +1,11 @@
-"""The record schema: ``Base``, whose four reserved columns every user model inherits."""
+"""The records entropic hands back: ``Base``, whose four reserved columns every user model
+inherits, and ``Failure``, one recorded failure of a point."""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -13,7 +15,15 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, MappedColumn, mapped_column
 
 from entropic.errors import ReservedColumnError
 
-__all__ = ["RESERVED_COLUMNS", "Base", "Mapped", "mapped_column", "utcnow"]
+__all__ = [
+    "ID_MAX_LENGTH",
+    "RESERVED_COLUMNS",
+    "Base",
+    "Failure",
+    "Mapped",
+    "mapped_column",
+    "utcnow",
+]
 
 #: Columns entropic defines on every model; params keys of these names are not parameters.
 RESERVED_COLUMNS: tuple[str, ...] = ("id", "result_file", "created_at", "custom_data")
@@ -96,3 +106,18 @@ def _check_reserved(cls: type) -> None:
             f"(reserved columns: {', '.join(RESERVED_COLUMNS)}); rename your column "
             "(e.g. run_id) or keep the inherited one"
         )
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The last recorded failure of one point (``Store.failures()``), cleared when it succeeds."""
+
+    id: str
+    params: dict[str, Any]
+    exc_type: str
+    message: str
+    traceback: str
+    host: str
+    pid: int
+    failed_at: datetime
+    elapsed_seconds: float

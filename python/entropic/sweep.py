@@ -1,14 +1,14 @@
-"""Sweeps: run or retrieve many parameter sets through one Store.
+"""Sweeps: run or retrieve many parameter sets through one store.
 
 A sweep goes in two phases. First the input is read once, in chunks: every
 point is validated and hashed (``hash_many``), duplicates are dropped, and the
 cached ids are looked up in bounded chunks, so nothing runs if any point is
-bad. Then the missing points run, serially here or on a Dask client
-(``entropic._dispatch``), and are persisted in batches: one transaction per
-batch, at least every ``BATCH_RUNS`` runs or ``BATCH_SECONDS`` seconds. Until
-its batch commits, a finished run is covered by the journal (``_disk.Journal``)
-or its sidecar, so a kill loses nothing. Processes sharing the store coordinate
-through claims (``entropic._claims``). docs/sweeps.md tells the whole story.
+bad. Then the missing points run, serially here or on a client
+(``entropic._storage.dispatch``), and are persisted in batches: one transaction
+per batch, at least every ``BATCH_RUNS`` runs or ``BATCH_SECONDS`` seconds.
+Until its batch commits, a finished run is covered by the journal or its
+sidecar, so a kill loses nothing. Processes sharing the store coordinate
+through claims (``entropic._storage.claims``). docs/sweeps.md tells the whole story.
 """
 
 from __future__ import annotations
@@ -25,67 +25,67 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from entropic import hashing
-from entropic._claims import HOST, Claims
-from entropic._disk import Journal
+from entropic._storage.claims import Claims
+from entropic._storage.codec import encode_line
+from entropic._storage.core import StoreCore, refused_message
+from entropic._storage.dispatch import check_client, dispatch
+from entropic._storage.journal import Journal
+from entropic._storage.owner import HOST
+from entropic._storage.schema import Point
 from entropic.errors import SweepError
 from entropic.models import utcnow
 
 if TYPE_CHECKING:
-    from concurrent.futures import Executor
-
-    from distributed import Client
     from tqdm import tqdm
 
-    from entropic.store import ModelT, Point, Store
-
-__all__ = ["BATCH_RUNS", "BATCH_SECONDS", "INPUT_CHUNK", "LOOKUP_CHUNK", "sweep"]
+__all__ = ["BATCH_RUNS", "BATCH_SECONDS", "INPUT_CHUNK", "assign_ids", "sweep"]
 
 log = logging.getLogger("entropic")
 
-#: Ids bound per lookup statement: under every dialect's limit on bound parameters.
-LOOKUP_CHUNK = 500
 #: Points validated and hashed together (one ``hash_many`` call each).
 INPUT_CHUNK = 10_000
 #: A batch is committed after this many finished runs...
 BATCH_RUNS = 256
 #: ...or this many seconds after the previous commit, whichever comes first.
 BATCH_SECONDS = 2.0
+#: How often a sweep waiting on points other processes run says so in the log.
+WAIT_LOG_SECONDS = 30.0
 
 
 def sweep(
-    store: Store[ModelT],
+    core: StoreCore,
     params: Iterable[dict[str, Any]],
-    client: Client | Executor | None = None,
+    client: Any = None,
     *,
     progress: bool = False,
-) -> list[ModelT]:
+    fallback: bool = True,
+) -> list[Any]:
     """Run or retrieve every point of ``params``; one record per distinct id, in input order."""
     start = time.perf_counter()
     if client is not None:
-        from entropic._dispatch import check_client
-
         check_client(client)
     with _gc_paused():
-        order, todo, records, total = _plan(store, params)
+        order, todo, records, total = _plan(core, params)
     cached = len(records)
-    run = _Run(store, todo, records, progress=progress, total=len(order))
+    run = _Run(core, todo, records, progress=progress, total=len(order))
     try:
         if todo:
-            run.execute(client)
+            run.execute(client, fallback=fallback)
     except BaseException:
         run.finish(quietly=True)
         raise
     run.finish()
     failed = len(run.failures)
     log.info(
-        "entropic: sweep of %d points (%d distinct): %d cached, %d ran, %d failed, "
-        "%d run by other processes, in %.3f s",
+        "sweep of %d points (%d distinct): %d cached, %d ran, %d failed, "
+        "%d run by other processes%s, in %.3f s",
         total,
         len(order),
         cached,
         run.ran,
         failed,
         run.by_peers,
+        f", {run.fell_back} run here after the client failed" if run.fell_back else "",
         time.perf_counter() - start,
     )
     if run.failures:
@@ -95,8 +95,8 @@ def sweep(
 
 
 def _plan(
-    store: Store[ModelT], params: Iterable[dict[str, Any]]
-) -> tuple[list[str], dict[str, Point], dict[str, ModelT], int]:
+    core: StoreCore, params: Iterable[dict[str, Any]]
+) -> tuple[list[str], dict[str, Point], dict[str, Any], int]:
     """Validate and hash the whole input, then find what is cached.
 
     Returns (distinct ids in input order, points to run by id, cached records, input size).
@@ -108,25 +108,26 @@ def _plan(
         )
     seen: dict[str, None] = {}
     todo: dict[str, Point] = {}
-    records: dict[str, ModelT] = {}
+    records: dict[str, Any] = {}
     total = missing = 0
+    prepare = core.schema.prepare
     for chunk in _chunks(iter(params), INPUT_CHUNK):
         total += len(chunk)
-        points = [store._prepare(p, {}, hashed=False) for p in chunk]
+        points = [prepare(p, {}) for p in chunk]
         assign_ids(points)
         fresh = []
         for point in points:
             if point.id not in seen:
                 seen[point.id] = None
                 fresh.append(point)
-        found, lost = lookup(store, [point.id for point in fresh])
+        found, lost = core.lookup([point.id for point in fresh])
         missing += lost
         records.update(found)
         for point in fresh:
             if point.id not in found:
                 todo[point.id] = point
     if missing:
-        log.warning("entropic: %d indexed points had lost their files; running them again", missing)
+        log.warning("%d indexed points had lost their files; running them again", missing)
     return list(seen), todo, records, total
 
 
@@ -142,47 +143,32 @@ def assign_ids(points: list[Point]) -> None:
         point.id = run_id
 
 
-def lookup(store: Store[ModelT], run_ids: list[str]) -> tuple[dict[str, ModelT], int]:
-    """Cache hits among ``run_ids``, LOOKUP_CHUNK ids a query, and the count of rows without files.
-
-    A row whose result file is gone is no hit: a row must never vouch for a lost
-    file, so such a point is run again.
-    """
-    exists = os.path.exists
-    found: dict[str, ModelT] = {}
-    lost = 0
-    for i in range(0, len(run_ids), LOOKUP_CHUNK):
-        for run_id, record in store._get_many(run_ids[i : i + LOOKUP_CHUNK]).items():
-            if exists(record.result_file):
-                found[run_id] = record
-            else:
-                lost += 1
-    return found, lost
-
-
 class _Run:
     """The running phase of one sweep: claims, the run loop, batches, failures, progress."""
 
     def __init__(
         self,
-        store: Store[ModelT],
+        core: StoreCore,
         todo: dict[str, Point],
-        records: dict[str, ModelT],
+        records: dict[str, Any],
         *,
         progress: bool,
         total: int,
     ) -> None:
-        self.store = store
+        self.core = core
         self.todo = todo
         self.records = records
         self.cached = len(records)
-        self.claims = Claims(store, enabled=store._shared)
-        self.journal = Journal(store._disk, self.claims.owner)
+        self.claims = Claims(core.index)
+        self.journal = Journal(core.disk, self.claims.owner)
         self.failures: list[tuple[dict[str, Any], BaseException]] = []
         self.first_traceback = ""
         self.ran = 0
         self.by_peers = 0
+        self.fell_back = 0  # points run here because the client failed
+        self.waiting = 0
         self.rows: list[dict[str, Any]] = []
+        self.row_points: dict[str, Point] = {}  # the points of ``rows``
         self.failure_rows: list[dict[str, Any]] = []
         self.release: list[str] = []
         self.sidecars: list[str] = []  # per-run sidecars written by workers
@@ -198,7 +184,7 @@ class _Run:
 
     # -- the loop --------------------------------------------------------------------------
 
-    def execute(self, client: Client | Executor | None) -> None:
+    def execute(self, client: Any, *, fallback: bool) -> None:
         """Run every point of ``todo`` once across all processes sharing the store."""
         self.claims.start_heartbeat()
         ids = list(self.todo)
@@ -210,14 +196,15 @@ class _Run:
                 for run_id in self._drop_done(won):
                     self.run_here(self.todo.pop(run_id))
         else:
-            from entropic._dispatch import dispatch
-
             won = []
-            for i in range(0, len(ids), LOOKUP_CHUNK):
-                part_won, busy = self.claims.claim(ids[i : i + LOOKUP_CHUNK])
+            for i in range(0, len(ids), BATCH_RUNS):
+                part_won, busy = self.claims.claim(ids[i : i + BATCH_RUNS])
                 waiting.extend(busy)
                 won.extend(self._drop_done(part_won))
-            unfinished = dispatch(client, self, [self.todo.pop(run_id) for run_id in won])
+            points = [self.todo.pop(run_id) for run_id in won]
+            unfinished = dispatch(client, self.core.point_runner, self, points, fallback=fallback)
+            self.fell_back += len(unfinished)
+            self._postfix()
             for point in unfinished:
                 self.run_here(point)
         self._wait_for_peers(waiting)
@@ -230,8 +217,8 @@ class _Run:
             # Runs the gone owners finished but never committed are in their journals.
             gone = self.claims.taken_from
             self.claims.taken_from = set()
-            self.store._ingest_journals(lambda owner, _path: owner in gone)
-        done, _ = lookup(self.store, won)
+            self.core.recovery.ingest_journals_of(gone)
+        done, _ = self.core.lookup(won)
         if not done:
             return won
         self.records.update(done)
@@ -243,9 +230,10 @@ class _Run:
     def _wait_for_peers(self, waiting: list[str]) -> None:
         """Points live peers are running: wait for their rows, or run them if a peer dies."""
         delay = 0.05
+        began = said = time.monotonic()
         while waiting:
             self.flush()  # our finished runs first: a peer may be waiting for them
-            found, _ = lookup(self.store, waiting)
+            found, _ = self.core.lookup(waiting)
             if found:
                 self.records.update(found)
                 self.by_peers += len(found)
@@ -257,27 +245,42 @@ class _Run:
             won = self._drop_done(won)
             for run_id in won:
                 self.run_here(self.todo.pop(run_id))
+            if self.waiting != len(waiting):
+                self.waiting = len(waiting)
+                self._postfix()
+            now = time.monotonic()
+            if waiting and now - said >= WAIT_LOG_SECONDS:
+                said = now
+                owners = sorted(set(self.claims.holders.values()))
+                log.warning(
+                    "waiting %.0f s for %d point(s) other processes are running (%s)",
+                    now - began,
+                    len(waiting),
+                    ", ".join(owners[:3]) + (", ..." if len(owners) > 3 else ""),
+                )
             if waiting and not won:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
             else:
                 delay = 0.05
+        self.waiting = 0
 
     def run_here(self, point: Point) -> None:
         """Run one point in this process, journal it, and count a failure as a failure."""
         start = time.perf_counter()
         try:
-            row = self.store._run_point(point, had_row=False, journal=self.journal)
+            row = self.core.point_runner.run(point, had_row=False, journal=self.journal)
         except Exception as exc:
             self.failed(point, exc, traceback.format_exc(), time.perf_counter() - start)
         else:
-            self.finished(row)
+            self.finished(point, row)
 
     # -- outcomes --------------------------------------------------------------------------
 
-    def finished(self, row: dict[str, Any], *, sidecar: bool = False) -> None:
+    def finished(self, point: Point, row: dict[str, Any], *, sidecar: bool = False) -> None:
         """A run that finished and is journalled (or has a sidecar); persisted with its batch."""
         self.rows.append(row)
+        self.row_points[row["id"]] = point
         if sidecar:
             self.sidecars.append(row["id"])
         self.ran += 1
@@ -294,28 +297,39 @@ class _Run:
         pid: int | None = None,
     ) -> None:
         """A point whose runner raised: kept for SweepError and recorded in entropic_failures."""
+        self.failure_rows.append(self._failure(point, exc, formatted, elapsed, host, pid))
+        log.warning("run %s failed: %s: %s", point.id, type(exc).__name__, exc)
+        self._advance(1)
+        self._maybe_flush()
+
+    def _failure(
+        self,
+        point: Point,
+        exc: BaseException,
+        formatted: str,
+        elapsed: float,
+        host: str = HOST,
+        pid: int | None = None,
+    ) -> dict[str, Any]:
+        """The failure record of ``point`` (and its place in SweepError)."""
         self.failures.append((dict(point.params), exc))
         if not self.first_traceback:
             self.first_traceback = formatted
         kind = type(exc)
-        self.failure_rows.append(
-            {
-                "id": point.id,
-                "params": _jsonable(point.key),
-                "exc_type": kind.__qualname__
-                if kind.__module__ == "builtins"
-                else f"{kind.__module__}.{kind.__qualname__}",
-                "message": str(exc),
-                "traceback": formatted,
-                "host": host,
-                "pid": os.getpid() if pid is None else pid,
-                "failed_at": utcnow(),
-                "elapsed_seconds": elapsed,
-            }
-        )
-        log.warning("entropic: run %s failed: %s: %s", point.id, kind.__name__, exc)
-        self._advance(1)
-        self._maybe_flush()
+        name = kind.__qualname__
+        if kind.__module__ != "builtins":
+            name = f"{kind.__module__}.{name}"
+        return {
+            "id": point.id,
+            "params": _jsonable(point.key),
+            "exc_type": _text(name)[:255],
+            "message": _text(str(exc)),
+            "traceback": _text(formatted),
+            "host": host,
+            "pid": os.getpid() if pid is None else pid,
+            "failed_at": utcnow(),
+            "elapsed_seconds": elapsed,
+        }
 
     def _advance(self, n: int) -> None:
         if self.bar is not None:
@@ -324,12 +338,16 @@ class _Run:
 
     def _postfix(self, refresh: bool = True) -> None:
         if self.bar is not None:
-            self.bar.set_postfix(
-                cached=self.cached + self.by_peers,
-                ran=self.ran,
-                failed=len(self.failures),
-                refresh=refresh,
-            )
+            shown = {
+                "cached": self.cached + self.by_peers,
+                "ran": self.ran,
+                "failed": len(self.failures),
+            }
+            if self.fell_back:
+                shown["here_after_client_failed"] = self.fell_back
+            if self.waiting:
+                shown["waiting_on_peers"] = self.waiting
+            self.bar.set_postfix(shown, refresh=refresh)
 
     # -- batches ---------------------------------------------------------------------------
 
@@ -347,18 +365,43 @@ class _Run:
         release.extend(row["id"] for row in failure_rows)
         release.extend(self.release)
         if rows or failure_rows or release:
-            self.store._persist_batch(rows, failure_rows, also=self.claims.releaser(release))
+            core = self.core
+            refused = core.index.persist(rows, failure_rows, also=self.claims.releaser(release))
+            if refused:
+                rows = self._refused(refused)
             self.journal.rotate()
-            disk = self.store._disk
+            disk = core.disk
             for run_id in self.sidecars:
                 disk.remove_sidecar(run_id)
             if rows:
                 with _gc_paused():
-                    built = self.store._records(rows)
+                    built = core.index.records(rows)
                 self.records.update(zip([row["id"] for row in rows], built, strict=True))
             self.rows, self.failure_rows, self.release, self.sidecars = [], [], [], []
+            self.row_points = {}
             self._postfix()
         self.last_flush = time.monotonic()
+
+    def _refused(self, refused: list[tuple[dict[str, Any], BaseException]]) -> list[dict[str, Any]]:
+        """Rows the database refused: quarantined and counted as failures; the rows it took."""
+        disk = self.core.disk
+        ids = set()
+        failures = []
+        for row, exc in refused:
+            run_id = row["id"]
+            ids.add(run_id)
+            message = refused_message(run_id, exc, "the quarantine")
+            if run_id in self.sidecars:
+                disk.quarantine_sidecar(run_id, message)
+                self.sidecars.remove(run_id)
+            else:
+                disk.quarantine_data(f"journal-{run_id}", encode_line(row) or b"", message, run_id)
+            log.warning("%s", message)
+            self.ran -= 1
+            point = self.row_points[run_id]
+            failures.append(self._failure(point, ValueError(message), message, 0.0))
+        self.core.index.persist([], failures)
+        return [row for row in self.rows if row["id"] not in ids]
 
     def finish(self, *, quietly: bool = False) -> None:
         """Persist what finished, drop our remaining claims, stop the heartbeat and the bar."""
@@ -368,10 +411,10 @@ class _Run:
         except Exception:
             if not quietly:
                 raise
-            log.exception("entropic: could not persist the last batch; the journal keeps it")
+            log.exception("could not persist the last batch; the journal keeps it")
         finally:
             self.journal.close()
-            self.claims.stop_heartbeat()
+            self.claims.close()
             if self.bar is not None:
                 self.bar.close()
 
@@ -397,8 +440,15 @@ def _jsonable(key: dict[str, Any]) -> Any:
     """The params of a failed point as JSON the failures table can hold."""
     try:
         return json.loads(json.dumps(key, allow_nan=False, default=str))
-    except (TypeError, ValueError):
-        return {"repr": repr(key)}
+    except (TypeError, ValueError, RecursionError):
+        return {"repr": repr(key)[:10_000]}
+
+
+def _text(text: str) -> str:
+    """``text`` as every database stores it: lone surrogates escaped, NUL characters dropped."""
+    if not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.replace("\0", "\\0")
 
 
 def _failure_message(run: _Run, distinct: int, cached: int) -> str:

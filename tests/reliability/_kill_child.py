@@ -127,7 +127,7 @@ def _watch(target: Any, moment: str, at: int) -> None:
 
 def main(spec_text: str) -> None:
     from entropic import Store, SweepError, sweep
-    from entropic._disk import Journal
+    from entropic._storage.journal import Journal
 
     spec = json.loads(spec_text)
     moment, _, at_text = spec["kill"].partition("@")

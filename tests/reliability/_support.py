@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from entropic import Base, Mapped, Store, mapped_column
-from entropic._disk import META_DIR
+from entropic._storage.disk import META_DIR
 
 FOOTER = "#sha256="
 
@@ -94,4 +94,7 @@ def result_files(store: Store[Any]) -> dict[str, tuple[str, int, str]]:
 def journal(store: Store[Any]) -> list[str]:
     """Whatever is left in entropic's sidecar, aside and tmp folders (empty when at rest)."""
     meta = store.results_dir / META_DIR
-    return sorted(str(p.relative_to(meta)) for p in meta.rglob("*") if p.is_file())
+    # store.json names the table the folder belongs to: it is no leftover.
+    return sorted(
+        str(p.relative_to(meta)) for p in meta.rglob("*") if p.is_file() and p.name != "store.json"
+    )

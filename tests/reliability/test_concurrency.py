@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 import entropic
 from entropic import Store, hash_params
-from entropic._tables import CLAIMS
+from entropic._storage.tables import CLAIMS
 
 from ._support import Rel, checked_runner, journal, read_checked, rows
 

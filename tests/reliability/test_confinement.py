@@ -176,7 +176,7 @@ SECRET = "s3cr3t-Pa55w0rd"
 @pytest.fixture
 def pg_url_with_password() -> Iterator[str]:
     """A real PostgreSQL database whose URL carries a password (the test server trusts)."""
-    for url in conftest._pg_database():
+    for url in conftest.pg_database():
         yield sa.make_url(url).set(password=SECRET).render_as_string(hide_password=False)
 
 

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from entropic import SchemaDriftError, Store
+from entropic._storage.core import StoreCore
 from entropic.sweep import assign_ids
 
 from ._support import Rel, checked_runner, rows
@@ -85,30 +86,38 @@ def test_100000_rows_upserted_and_looked_up_under_the_parameter_limit(
     shared_db_url: str, tmp_path: Path
 ) -> None:
     with Store(checked_runner, Rel, results_dir=tmp_path / "r", db_url=shared_db_url) as store:
-        _upsert_and_look_up(store, 100_000)
+        core = StoreCore(checked_runner, Rel, tmp_path / "r", ".h5", shared_db_url)
+        try:
+            _upsert_and_look_up(store, core, 100_000)
+        finally:
+            core.close()
 
 
-def _upsert_and_look_up(store: Store[Rel], count: int) -> None:
-    points = [store._prepare({"n": i, "x": i / 7}, {}, hashed=False) for i in range(count)]
+def _upsert_and_look_up(store: Store[Rel], core: StoreCore, count: int) -> None:
+    points = [core.schema.prepare({"n": i, "x": i / 7}, {}) for i in range(count)]
     assign_ids(points)
     held = [
-        store._row(p, str(store.results_dir / f"{p.id}.h5"), {"i": i}) for i, p in enumerate(points)
+        core.schema.spec.row(p, str(store.results_dir / f"{p.id}.h5"), {"i": i})
+        for i, p in enumerate(points)
     ]
     for row in held:  # a row counts as a hit only while its file exists
         Path(row["result_file"]).touch()
     limit = PARAM_LIMIT[store.engine.dialect.name]
     watch = Statements(store.engine)
+    core_watch = Statements(core.index.engine)
     try:
-        store._persist(held)  # the batch write path: one transaction for all rows
-        store._persist(held[::1000])  # and an overwrite of some of them
+        # The batch write path: one transaction for all rows, then an overwrite of some.
+        assert core.index.persist(held) == []
+        assert core.index.persist(held[::1000]) == []
         records = store.sweep({"n": i, "x": i / 7} for i in range(count))
     finally:
         watch.close()
+        core_watch.close()
     assert [r.id for r in records] == [p.id for p in points]
     step = count // 10
     assert [r.custom_data["i"] for r in records[::step]] == list(range(0, count, step))
     assert records[-1].n == count - 1
-    biggest = max(bound for _, bound in watch.seen)
+    biggest = max(bound for _, bound in watch.seen + core_watch.seen)
     assert 0 < biggest <= limit, (biggest, limit)
     with store.engine.connect() as conn:
         table = Rel.__table__
@@ -222,7 +231,7 @@ def test_schema_drift_names_the_columns_and_its_alter_table_fixes_it(
         with pytest.raises(SchemaDriftError) as info:
             Store(checked_runner, Rel, results_dir=tmp_path / "r", db_url=shared_db_url)
         message = str(info.value)
-        assert "lacks column(s) the model declares: tag, cfg" in message
+        assert "lacks column(s) the model Rel declares: tag, cfg" in message
         assert "Alembic" in message
         statements = [
             line.strip() for line in message.splitlines() if line.strip().startswith("ALTER TABLE")

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 
 import entropic
 from entropic import Store, hash_params
-from entropic._tables import CLAIMS
+from entropic._storage.tables import CLAIMS
 
 from ._kill_child import payload
 from ._support import Rel, journal, read_checked, rows, write_checked

@@ -10,13 +10,9 @@ Both are keyed by (table_name, id): several models may share one database.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
-
 import sqlalchemy as sa
 
-__all__ = ["CLAIMS", "FAILURES", "METADATA", "Failure"]
+__all__ = ["CLAIMS", "FAILURES", "METADATA"]
 
 METADATA = sa.MetaData()
 
@@ -46,18 +42,3 @@ CLAIMS = sa.Table(
     sa.Column("claimed_at", sa.DateTime(timezone=False), nullable=False),
     sa.Column("heartbeat_at", sa.DateTime(timezone=False), nullable=False),
 )
-
-
-@dataclass(frozen=True)
-class Failure:
-    """The last recorded failure of one point (``Store.failures()``), cleared when it succeeds."""
-
-    id: str
-    params: dict[str, Any]
-    exc_type: str
-    message: str
-    traceback: str
-    host: str
-    pid: int
-    failed_at: datetime
-    elapsed_seconds: float

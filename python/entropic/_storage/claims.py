@@ -12,91 +12,28 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
-import socket
 import threading
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
-from entropic._tables import CLAIMS
+from entropic._storage.index import ID_CHUNK, Index, insert_missing
+from entropic._storage.owner import (
+    CLAIM_TTL_SECONDS,
+    HOST,
+    new_owner,
+    owner_alive,
+    release_owner,
+)
+from entropic._storage.tables import CLAIMS
 from entropic.models import utcnow
 
-if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
-
-    from entropic.store import Store
-
-__all__ = ["CLAIM_TTL_SECONDS", "Claims", "new_owner", "owner_alive"]
+__all__ = ["Claims"]
 
 log = logging.getLogger("entropic")
-
-#: A claim held by a process on another host is stale after this long without a heartbeat.
-CLAIM_TTL_SECONDS = float(os.environ.get("ENTROPIC_CLAIM_TTL", "60"))
-#: Ids per claim lookup statement (bound parameters stay far under every dialect's limit).
-CHUNK = 500
-
-HOST = socket.gethostname()[:200]
-
-
-def _proc_start(pid: int) -> tuple[str, bool]:
-    """(start time in clock ticks, is a zombie) of ``pid`` from /proc; ("", False) elsewhere."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read().decode("ascii", "replace")
-    except OSError:
-        return "", False
-    # The command name may contain spaces and parentheses; the fields follow the last ')'.
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return (fields[19] if len(fields) > 19 else ""), (fields[:1] == ["Z"])
-
-
-def new_owner() -> str:
-    """A token naming this sweep: host, pid, process start time and a random suffix."""
-    pid = os.getpid()
-    return f"{HOST}~{pid}~{_proc_start(pid)[0]}~{secrets.token_hex(4)}"
-
-
-def parse_owner(owner: str) -> tuple[str, int, str]:
-    """(host, pid, start) of an owner token; pid -1 if it is not one."""
-    parts = owner.rsplit("~", 3)
-    if len(parts) != 4 or not parts[1].isdigit():
-        return owner, -1, ""
-    return parts[0], int(parts[1]), parts[2]
-
-
-def owner_alive(owner: str, heartbeat_at: datetime | None, now: datetime | None = None) -> bool:
-    """Whether the process behind ``owner`` may still be running its claims."""
-    host, pid, start = parse_owner(owner)
-    if host == HOST and pid > 0:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass  # alive, under another user
-        current, zombie = _proc_start(pid)
-        if zombie:
-            return False
-        # A different start time means the pid was reused by another process.
-        return not (start and current and current != start)
-    if heartbeat_at is None:
-        return False
-    age = (now or utcnow()) - heartbeat_at
-    return age < timedelta(seconds=CLAIM_TTL_SECONDS)
-
-
-def _insert_missing(dialect: str) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING on the claims table, or None for other dialects."""
-    if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
-    else:
-        return None
-    return insert(CLAIMS).on_conflict_do_nothing(index_elements=[CLAIMS.c.table_name, CLAIMS.c.id])
 
 
 def _has_returning(engine: sa.Engine) -> bool:
@@ -111,15 +48,15 @@ def _has_returning(engine: sa.Engine) -> bool:
 class Claims:
     """The claims of one sweep in one process (a no-op when no other process can see the store)."""
 
-    def __init__(self, store: Store[Any], *, enabled: bool) -> None:
-        self.store = store
-        self.enabled = enabled
-        self.owner = new_owner()
-        self.table_name = store._schema_table().name
+    def __init__(self, index: Index, *, owner: str | None = None) -> None:
+        self.index = index
+        self.enabled = index.shared
+        self.owner = owner or new_owner()
+        self.table_name = index.name
         self._pid = os.getpid()
-        self._insert = _insert_missing(store.engine.dialect.name)
+        self._insert = insert_missing(CLAIMS, index.dialect)
         self._returning = None
-        if self._insert is not None and _has_returning(store.engine):
+        if self._insert is not None and _has_returning(index.engine):
             # At most ~900 bound parameters per multi-row INSERT, as everywhere else.
             rows = 900 // len(CLAIMS.columns)
             self._returning = self._insert.returning(CLAIMS.c.id).execution_options(
@@ -128,6 +65,8 @@ class Claims:
         self._stop = threading.Event()
         #: Owners whose claims this sweep took over (their journals may hold finished runs).
         self.taken_from: set[str] = set()
+        #: The live owner of each id the last ``claim`` found busy.
+        self.holders: dict[str, str] = {}
         self._thread: threading.Thread | None = None
         c = CLAIMS.c
         self._select = sa.select(c.id, c.owner, c.heartbeat_at).where(
@@ -143,6 +82,7 @@ class Claims:
 
     def claim(self, ids: Sequence[str]) -> tuple[list[str], list[str]]:
         """Claim ``ids``; return (won, held by a live peer). Stale claims are taken over."""
+        self.holders = {}
         if not self.enabled or not ids:
             return list(ids), []
         now = utcnow()
@@ -161,7 +101,7 @@ class Claims:
             for run_id in sorted(ids)
         ]
         won: list[str] = []
-        with self.store._begin_write() as conn:
+        with self.index.begin_write() as conn:
             if self._returning is not None:
                 # The insert itself tells which claims are ours (RETURNING skips conflicts).
                 won.extend(conn.execute(self._returning, values).scalars())
@@ -173,15 +113,16 @@ class Claims:
         check = [run_id for run_id in ids if run_id not in ours]
         busy: list[str] = []
         stale: list[tuple[str, str]] = []
-        with self.store.engine.connect() as conn:
-            for i in range(0, len(check), CHUNK):
+        with self.index.engine.connect() as conn:
+            for i in range(0, len(check), ID_CHUNK):
                 for run_id, owner, heartbeat in conn.execute(
-                    self._select, {"ids": check[i : i + CHUNK]}
+                    self._select, {"ids": check[i : i + ID_CHUNK]}
                 ):
                     if owner == self.owner:
                         won.append(run_id)
                     elif owner_alive(owner, heartbeat, now):
                         busy.append(run_id)
+                        self.holders[run_id] = owner
                     else:
                         stale.append((run_id, owner))
         if stale:
@@ -215,7 +156,7 @@ class Claims:
             .values(owner=self.owner, host=HOST, pid=self._pid, claimed_at=now, heartbeat_at=now)
         )
         taken: list[str] = []
-        with self.store._begin_write() as conn:
+        with self.index.begin_write() as conn:
             for run_id, owner in sorted(stale):
                 result = conn.execute(update, {"claim_id": run_id, "stale_owner": owner})
                 if result.rowcount == 1:
@@ -223,7 +164,7 @@ class Claims:
                     self.taken_from.add(owner)
         if taken:
             log.warning(
-                "entropic: took over %d point(s) claimed by processes that are gone", len(taken)
+                "took over %d point(s) claimed by processes that are gone", len(taken)
             )
         return taken
 
@@ -233,17 +174,29 @@ class Claims:
             return None
 
         def release(conn: Connection) -> None:
-            for i in range(0, len(ids), CHUNK):
-                conn.execute(self._delete, {"ids": ids[i : i + CHUNK]})
+            for i in range(0, len(ids), ID_CHUNK):
+                conn.execute(self._delete, {"ids": ids[i : i + ID_CHUNK]})
 
         return release
+
+    @property
+    def pid(self) -> int:
+        """The process these claims belong to."""
+        return self._pid
+
+    def release(self, ids: list[str]) -> None:
+        """Drop this owner's claims on ``ids`` in a transaction of their own."""
+        release = self.releaser(ids)
+        if release is not None:
+            with self.index.begin_write() as conn:
+                release(conn)
 
     def release_all(self) -> None:
         """Drop every claim this sweep still holds (points it did not finish)."""
         if not self.enabled:
             return
         c = CLAIMS.c
-        with self.store._begin_write() as conn:
+        with self.index.begin_write() as conn:
             conn.execute(
                 sa.delete(CLAIMS).where(c.table_name == self.table_name, c.owner == self.owner)
             )
@@ -254,6 +207,7 @@ class Claims:
         """Refresh this owner's heartbeat every few seconds from a background thread."""
         if not self.enabled or self._thread is not None:
             return
+        self._stop.clear()
         self._thread = threading.Thread(target=self._beat, name="entropic-heartbeat", daemon=True)
         self._thread.start()
 
@@ -273,48 +227,12 @@ class Claims:
         )
         while not self._stop.wait(interval):
             try:
-                with self.store._begin_write() as conn:
+                with self.index.begin_write() as conn:
                     conn.execute(update, {"now": utcnow()})
             except Exception as exc:  # a missed beat is retried; the TTL allows several
-                log.warning("entropic: heartbeat of %s failed: %s", self.owner, exc)
+                log.warning("heartbeat of %s failed: %s", self.owner, exc)
 
-    # -- recovery --------------------------------------------------------------------------
-
-    def purge_stale(self) -> int:
-        """Delete the claims of owners that are gone (their points had no row); return how many."""
-        if not self.enabled:
-            return 0
-        c = CLAIMS.c
-        owners = (
-            sa.select(c.owner, sa.func.max(c.heartbeat_at))
-            .where(c.table_name == self.table_name)
-            .group_by(c.owner)
-        )
-        with self.store.engine.connect() as conn:
-            now = utcnow()
-            gone = [
-                owner for owner, beat in conn.execute(owners) if not owner_alive(owner, beat, now)
-            ]
-        removed = 0
-        if gone:
-            with self.store._begin_write() as conn:
-                for owner in gone:
-                    removed += conn.execute(
-                        sa.delete(CLAIMS).where(c.table_name == self.table_name, c.owner == owner)
-                    ).rowcount
-        return removed
-
-    def live_ids(self, ids: Sequence[str]) -> set[str]:
-        """Those of ``ids`` that a live process (another sweep) has claimed."""
-        live: set[str] = set()
-        if not self.enabled or not ids:
-            return live
-        now = utcnow()
-        with self.store.engine.connect() as conn:
-            for i in range(0, len(ids), CHUNK):
-                for run_id, owner, heartbeat in conn.execute(
-                    self._select, {"ids": list(ids[i : i + CHUNK])}
-                ):
-                    if owner_alive(owner, heartbeat, now):
-                        live.add(run_id)
-        return live
+    def close(self) -> None:
+        """Stop the heartbeat; claims this owner still holds are stale from now on."""
+        self.stop_heartbeat()
+        release_owner(self.owner)

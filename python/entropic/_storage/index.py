@@ -1,0 +1,502 @@
+"""The index: one engine per process, write transactions, and the rows of one table.
+
+``Index`` is the database side of a store: it opens its engine lazily (again in a
+forked or unpickled process), writes batches of rows in one transaction (with
+the dialect's upsert or insert-if-missing, chosen here and nowhere else), and
+reads rows back as detached records. The command line builds one on a reflected
+table, so it writes exactly as a Store does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm.attributes import instance_state
+from sqlalchemy.pool import StaticPool
+
+from entropic._storage.schema import Schema, refuse_drift
+from entropic._storage.tables import CLAIMS, FAILURES, METADATA
+from entropic.models import Base, Failure
+
+__all__ = [
+    "ID_CHUNK",
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "Index",
+    "RecordBuilder",
+    "create_engine",
+    "insert_missing",
+    "is_memory_sqlite",
+    "is_row_error",
+    "mask_url",
+    "parse_db_url",
+    "secrets_of",
+    "upsert",
+]
+
+log = logging.getLogger("entropic")
+
+#: How long an SQLite writer waits for another process's write lock before failing.
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+#: Ids bound per ``IN (...)`` statement (and claims per insert), far below every
+#: dialect's bound-parameter limit. The one batch size of every chunked statement.
+ID_CHUNK = 500
+_CAUGHT = (sa.exc.StatementError, UnicodeError)
+
+
+def is_row_error(exc: BaseException) -> bool:
+    """Whether the database refused a row's values (not a lost connection or a full disk)."""
+    if isinstance(exc, UnicodeError):
+        return True  # a driver that could not encode a value
+    if isinstance(exc, (sa.exc.IntegrityError, sa.exc.DataError, sa.exc.ProgrammingError)):
+        return True
+    # Raised while SQLAlchemy processed the values, before the database saw them.
+    return isinstance(exc, sa.exc.StatementError) and not isinstance(exc, sa.exc.DBAPIError)
+
+
+# -- engines -------------------------------------------------------------------------------
+
+
+def parse_db_url(db_url: object) -> sa.URL:
+    """``db_url`` as a URL; an SQLite file's path made absolute. Errors name the fix."""
+    if isinstance(db_url, sa.URL):
+        url = db_url
+    elif isinstance(db_url, str):
+        try:
+            url = sa.make_url(db_url)
+        except sa.exc.ArgumentError:
+            raise ValueError(
+                "db_url is not a SQLAlchemy database URL; use e.g. 'sqlite:///db.sqlite3' or "
+                "'postgresql+psycopg://user:password@host/dbname'"
+            ) from None
+    else:
+        raise TypeError(f"db_url must be a str, not {type(db_url).__name__}")
+    if url.get_backend_name() == "sqlite" and not is_memory_sqlite(url):
+        # Absolute, so a Store unpickled in another working directory opens the same file.
+        database = os.path.abspath(str(url.database))
+        if not os.path.isdir(os.path.dirname(database)):
+            raise FileNotFoundError(
+                f"the folder of the SQLite database {database} does not exist; create it first"
+            )
+        url = url.set(database=database)
+    return url
+
+
+#: Query parameters of a URL that hold secrets (psycopg and libpq accept these).
+_SECRET_QUERY_KEYS = frozenset({"password", "passwd", "sslpassword", "sslkey_password"})
+
+
+def mask_url(url: sa.URL) -> str:
+    """``url`` as text with its password masked, in the user part and in the query alike."""
+    query = {
+        key: ("***" if key.lower() in _SECRET_QUERY_KEYS else value)
+        for key, value in url.query.items()
+    }
+    return url.set(query=query).render_as_string(hide_password=True)
+
+
+def secrets_of(url: sa.URL) -> list[str]:
+    """The secret texts in ``url`` (to scrub from messages that quote it)."""
+    found = [url.password] if url.password else []
+    for key, value in url.query.items():
+        if key.lower() in _SECRET_QUERY_KEYS:
+            found.extend([value] if isinstance(value, str) else list(value))
+    return [str(secret) for secret in found if secret]
+
+
+def is_memory_sqlite(url: sa.URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def create_engine(url: sa.URL) -> Engine:
+    """The engine entropic uses for ``url``: on SQLite, WAL, a busy timeout and exact JSON."""
+    if url.get_backend_name() != "sqlite":
+        return sa.create_engine(url)
+    if is_memory_sqlite(url):
+        # One connection shared by every call, or each call would see a new empty database.
+        return sa.create_engine(
+            url,
+            poolclass=StaticPool,
+            connect_args={"check_same_thread": False},
+            json_serializer=_sqlite_json,
+        )
+    engine = sa.create_engine(url, json_serializer=_sqlite_json)
+    event.listen(engine, "connect", _sqlite_connect)
+    return engine
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Take transaction control from the sqlite3 module: reads run without BEGIN (one
+    # snapshot per statement) and writers start with BEGIN IMMEDIATE (Index.begin_write).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    # In WAL mode NORMAL survives any process crash; only power loss can drop the last commits.
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.close()
+
+
+def _sqlite_json(value: Any) -> str | bytes:
+    """JSON text for SQLite; a bare number as a BLOB.
+
+    SQLite gives a column declared JSON numeric affinity, so the text of a bare
+    number would be stored as a number: 10**30 would come back as 1e+30 and 1.0
+    as 1. A BLOB keeps the text exactly; reading it back parses the same JSON.
+    """
+    text = json.dumps(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return text.encode("ascii")
+    return text
+
+
+# -- statements: the one place that knows each dialect's insert ----------------------------
+
+
+def _dialect_insert(dialect: str) -> Callable[[sa.Table], Any] | None:
+    """The dialect's INSERT construct with ON CONFLICT, or None where there is none."""
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+
+        return insert
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    return None
+
+
+def upsert(table: sa.Table, dialect: str) -> Any:
+    """INSERT ... ON CONFLICT (id) DO UPDATE for the dialects that have it, else None."""
+    insert = _dialect_insert(dialect)
+    if insert is None:
+        return None
+    stmt = insert(table)
+    return stmt.on_conflict_do_update(
+        index_elements=[table.c.id],
+        set_={
+            column.key: stmt.excluded[column.key] for column in table.columns if column.key != "id"
+        },
+    )
+
+
+def insert_missing(table: sa.Table, dialect: str) -> Any:
+    """INSERT ... ON CONFLICT (primary key) DO NOTHING for the dialects that have it, else None."""
+    insert = _dialect_insert(dialect)
+    if insert is None:
+        return None
+    return insert(table).on_conflict_do_nothing(index_elements=list(table.primary_key.columns))
+
+
+def _generic_write(
+    conn: Connection, table: sa.Table, rows: list[dict[str, Any]], *, overwrite: bool
+) -> None:
+    """Upsert (or insert the missing of) ``rows`` on dialects without ON CONFLICT."""
+    for row in rows:
+        if overwrite:
+            changes = {key: value for key, value in row.items() if key != "id"}
+            result = conn.execute(sa.update(table).where(table.c.id == row["id"]).values(changes))
+            if result.rowcount == 0:
+                conn.execute(sa.insert(table).values(row))
+        elif conn.execute(sa.select(table.c.id).where(table.c.id == row["id"])).first() is None:
+            conn.execute(sa.insert(table).values(row))
+
+
+# -- records -------------------------------------------------------------------------------
+
+
+class RecordBuilder:
+    """Builds detached, fully loaded records from column values without the ORM's constructor.
+
+    What a closed Session leaves behind, at a fraction of the cost of ``Model(**values)``
+    plus ``make_transient_to_detached``: a new instance state holding every attribute
+    as its committed value, an identity key, and the ``load`` event fired so that
+    ``custom_data`` becomes the usual change-tracking ``MutableDict``.
+    """
+
+    def __init__(self, model: type[Base], attrs: list[str]) -> None:
+        mapper = sa.inspect(model)
+        self.manager = mapper.class_manager
+        # The class identity keys name (the base of a single-table hierarchy).
+        self.identity_class = mapper.identity_key_from_primary_key((None,))[0]
+        self.attrs = attrs
+        self.load = self.manager.dispatch.load
+
+    def build(self, values: Sequence[Any]) -> Any:
+        record = self.manager.new_instance()
+        state = instance_state(record)
+        state.dict.update(zip(self.attrs, values, strict=False))
+        state.key = (self.identity_class, (values[0],), None)
+        self.load(state, None)
+        return record
+
+
+# -- the index -----------------------------------------------------------------------------
+
+
+class Index:
+    """The rows of one table in one database, through one engine per process.
+
+    With a ``schema`` (a Store's model) it also builds records; without one (the
+    command line's reflected table) it reads and writes plain rows.
+    """
+
+    def __init__(self, url: sa.URL, table: sa.Table, schema: Schema | None = None) -> None:
+        self.url = url
+        #: The URL as shown to people: secrets masked.
+        self.shown_url = mask_url(url)
+        self.table = table
+        self.name = table.name
+        self.schema = schema
+        self.memory = is_memory_sqlite(url)
+        #: Whether other processes can open this database (all but in-memory SQLite).
+        self.shared = not self.memory
+        self.dialect = url.get_backend_name()
+        self._engine: Engine | None = None
+        self._pid = -1
+        self._upsert = upsert(table, self.dialect)
+        self._insert_missing = insert_missing(table, self.dialect)
+        f = FAILURES.c
+        self._clear_failures = sa.delete(FAILURES).where(
+            f.table_name == sa.bindparam("t"), f.id.in_(sa.bindparam("ids", expanding=True))
+        )
+        self._immediate = self.dialect == "sqlite" and not self.memory
+        if schema is not None:
+            self.builder = RecordBuilder(schema.model, schema.attrs)
+            self._select_one = sa.select(*schema.columns).where(table.c.id == sa.bindparam("id"))
+            self._select_many = sa.select(*schema.columns).where(
+                table.c.id.in_(sa.bindparam("ids", expanding=True))
+            )
+
+    # -- engine ----------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        """The engine, opened on first use in each process and reused by every call."""
+        if self._engine is None or self._pid != os.getpid():
+            self._open()
+        assert self._engine is not None
+        return self._engine
+
+    def _open(self) -> None:
+        if self._engine is not None and not self.memory:
+            # A forked child must not use the parent's pooled connections.
+            self._engine.dispose(close=False)
+        engine = create_engine(self.url)
+        self._pid = os.getpid()
+        self._engine = engine
+        if self.memory:
+            # A new in-memory database (say, of an unpickled copy) starts empty.
+            self.table.create(engine, checkfirst=True)
+            METADATA.create_all(engine, checkfirst=True)
+
+    def close(self) -> None:
+        """Close the engine's connections (an in-memory database is lost); later calls reopen."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def create_tables(self) -> None:
+        """Create entropic's tables and this one if missing; refuse a table the model cannot use."""
+        engine = self.engine
+        table = self.table
+        for own in METADATA.sorted_tables:
+            self._create(own)
+        if not sa.inspect(engine).has_table(table.name, schema=table.schema):
+            self._create(table)
+            return
+        if self.schema is not None:
+            existing = sa.inspect(engine).get_columns(table.name, table.schema)
+            refuse_drift(self.schema, existing, engine.dialect)
+
+    def _create(self, table: sa.Table) -> None:
+        engine = self.engine
+        if sa.inspect(engine).has_table(table.name, schema=table.schema):
+            return
+        try:
+            table.create(engine, checkfirst=True)
+        except sa.exc.DBAPIError:
+            # Another process may have created it between our check and our CREATE.
+            if not sa.inspect(engine).has_table(table.name, schema=table.schema):
+                raise
+
+    @contextmanager
+    def begin_write(self) -> Iterator[Connection]:
+        """A write transaction; on an SQLite file it takes the write lock before anything else."""
+        with self.engine.begin() as conn:
+            if self._immediate:
+                # A deferred transaction that upgrades to writing later fails at once
+                # with SQLITE_BUSY when another process writes; IMMEDIATE waits for
+                # the lock (busy_timeout) instead. sqlite3's commit() ends it.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            yield conn
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def persist(
+        self,
+        rows: list[dict[str, Any]],
+        failures: Sequence[Mapping[str, Any]] = (),
+        *,
+        clear_failures: Iterable[str] | None = None,
+        also: Callable[[Connection], None] | None = None,
+        overwrite: bool = True,
+    ) -> list[tuple[dict[str, Any], BaseException]]:
+        """One transaction: write ``rows``, clear failure records, record ``failures``.
+
+        Failure records are cleared for ``clear_failures`` (by default, the ids of
+        ``rows``) and replaced for ``failures``; ``also`` runs in the same
+        transaction (a sweep releases its claims there). With ``overwrite=False``
+        rows already in the table are left as they are (a journal's rows may be
+        older than what was written since).
+
+        If the database refuses a row's values, the rows are written one by one,
+        so one bad row never costs the others: the rows it refused are returned
+        with the error, and nothing of theirs is written.
+        """
+        name = self.name
+        clear = [row["id"] for row in rows] if clear_failures is None else list(clear_failures)
+        clear.extend(failure["id"] for failure in failures)
+        try:
+            with self.begin_write() as conn:
+                self._write(conn, rows, overwrite=overwrite)
+                self._record_failures(conn, clear, failures)
+                if also is not None:
+                    also(conn)
+            return []
+        except _CAUGHT as exc:
+            if not rows or not is_row_error(exc):
+                raise
+            first = exc
+        rejected: list[tuple[dict[str, Any], BaseException]] = []
+        for row in rows:
+            try:
+                with self.begin_write() as conn:
+                    self._write(conn, [row], overwrite=overwrite)
+            except _CAUGHT as exc:
+                if not is_row_error(exc):
+                    raise
+                rejected.append((row, exc))
+        if not rejected:
+            raise first  # the batch failed, yet every row alone went in: not a row's fault
+        refused = {row["id"] for row, _ in rejected}
+        with self.begin_write() as conn:
+            self._record_failures(conn, [i for i in clear if i not in refused], failures)
+            if also is not None:
+                also(conn)
+        log.debug("%s refused %d of %d row(s)", name, len(rejected), len(rows))
+        return rejected
+
+    def _write(self, conn: Connection, rows: list[dict[str, Any]], *, overwrite: bool) -> None:
+        if not rows:
+            return
+        statement = self._upsert if overwrite else self._insert_missing
+        if statement is not None:
+            conn.execute(statement, rows)
+        else:
+            _generic_write(conn, self.table, rows, overwrite=overwrite)
+
+    def _record_failures(
+        self, conn: Connection, clear: list[str], failures: Sequence[Mapping[str, Any]]
+    ) -> None:
+        for i in range(0, len(clear), ID_CHUNK):
+            conn.execute(self._clear_failures, {"t": self.name, "ids": clear[i : i + ID_CHUNK]})
+        if failures:
+            conn.execute(
+                sa.insert(FAILURES), [{**failure, "table_name": self.name} for failure in failures]
+            )
+
+    def delete(self, run_id: str, check: Callable[[str], None] | None = None) -> str | None:
+        """Delete the row of ``run_id``; return its result_file, or None if there was none.
+
+        ``check(result_file)`` runs inside the transaction first and may raise to
+        keep the row.
+        """
+        table = self.table
+        with self.begin_write() as conn:
+            current = conn.execute(
+                sa.select(table.c.result_file).where(table.c.id == run_id)
+            ).scalar_one_or_none()
+            if current is None:
+                return None
+            if check is not None:
+                check(current)
+            conn.execute(sa.delete(table).where(table.c.id == run_id))
+        return str(current)
+
+    def delete_many(self, run_ids: list[str]) -> int:
+        """Delete the rows of ``run_ids``; return how many there were."""
+        table = self.table
+        removed = 0
+        with self.begin_write() as conn:
+            for i in range(0, len(run_ids), ID_CHUNK):
+                removed += conn.execute(
+                    sa.delete(table).where(table.c.id.in_(run_ids[i : i + ID_CHUNK]))
+                ).rowcount
+        return removed
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def get(self, run_id: str) -> Any:
+        """The detached record of ``run_id``, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(self._select_one, {"id": run_id}).first()
+        return None if row is None else self.builder.build(row)
+
+    def get_many(self, run_ids: list[str]) -> dict[str, Any]:
+        """Detached records of those of ``run_ids`` that are stored (one query for all)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(self._select_many, {"ids": run_ids}).all()
+        build = self.builder.build
+        return {row[0]: build(row) for row in rows}
+
+    def records(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """Detached records built from rows the caller holds (read back if not exact)."""
+        schema = self.schema
+        assert schema is not None
+        if not schema.exact:
+            found: dict[str, Any] = {}
+            ids = [row["id"] for row in rows]
+            for i in range(0, len(ids), ID_CHUNK):
+                found.update(self.get_many(ids[i : i + ID_CHUNK]))
+            return [found[row["id"]] for row in rows]
+        keys = schema.keys
+        build = self.builder.build
+        return [build([row[key] for key in keys]) for row in rows]
+
+    def result_files(self, run_ids: list[str]) -> dict[str, str]:
+        """The result_file of each of ``run_ids`` that has a row."""
+        table = self.table
+        stmt = sa.select(table.c.id, table.c.result_file).where(
+            table.c.id.in_(sa.bindparam("ids", expanding=True))
+        )
+        found: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(run_ids), ID_CHUNK):
+                found.update(
+                    (run_id, path)
+                    for run_id, path in conn.execute(stmt, {"ids": run_ids[i : i + ID_CHUNK]})
+                )
+        return found
+
+    def failures(self) -> list[Failure]:
+        """The recorded failures of points that have not succeeded since, newest first."""
+        f = FAILURES.c
+        query = (
+            sa.select(FAILURES).where(f.table_name == self.name).order_by(f.failed_at.desc(), f.id)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [Failure(**{k: v for k, v in row.items() if k != "table_name"}) for row in rows]
+
+    def has_own_tables(self) -> dict[str, bool]:
+        """Whether entropic's claims and failures tables exist in this database."""
+        inspector = sa.inspect(self.engine)
+        return {table.name: inspector.has_table(table.name) for table in (CLAIMS, FAILURES)}

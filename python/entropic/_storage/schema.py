@@ -1,0 +1,301 @@
+"""What entropic needs from a model, and the validation of params against it.
+
+``Schema`` is worked out once per model and dialect: the parameter columns, a
+``Rule`` (``columns.py``) for each, which columns params may omit and what fills
+them. ``Schema.prepare`` turns a params dict into a ``Point`` (the hashed key, the
+column values, a JSON-clean custom_data) or raises, before anything runs.
+``RowSpec`` is the part of it that builds and reads rows; it is plain data, so
+it travels to the workers that run points.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.schema import CreateColumn
+
+from entropic import hashing
+from entropic._storage.columns import Rule, json_clean, names, rule_for
+from entropic._storage.disk import check_id
+from entropic.errors import ReservedColumnError, SchemaDriftError
+from entropic.models import RESERVED_COLUMNS, Base, utcnow
+
+__all__ = ["RESERVED", "Point", "RowSpec", "Schema", "check_model", "refuse_drift"]
+
+RESERVED = frozenset(RESERVED_COLUMNS)
+
+
+@dataclass
+class Point:
+    """One validated parameter set: what is hashed, the column values, and its custom_data."""
+
+    params: Mapping[str, Any]  # the caller's mapping, never modified
+    key: dict[str, Any]  # params without the reserved keys: what the id is the hash of
+    values: dict[str, Any]  # user column values (attribute name -> Python value)
+    # A JSON-clean copy of params["custom_data"] merged with the call's **custom_data.
+    custom_data: dict[str, Any]
+    id: str = ""  # empty until hashed
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """How rows of one table are built and read back from journals: plain data only."""
+
+    column_key: dict[str, str]  # attribute name -> column key, for the parameter columns
+    fill: dict[str, Any]  # scalar defaults of the columns params may omit, by column key
+    table_keys: frozenset[str]  # every column key of the table
+
+    @classmethod
+    def for_table(cls, table: sa.Table) -> RowSpec:
+        """The spec of a table known only from the database (no model, so no defaults)."""
+        keys = frozenset(column.key for column in table.columns)
+        params = {name: name for name in keys if name not in RESERVED}
+        return cls(params, {}, keys)
+
+    def row(self, point: Point, result_file: str, custom_data: dict[str, Any]) -> dict[str, Any]:
+        """The full row of a point, keyed by column key, as it will be stored."""
+        row = dict(self.fill)
+        column_key = self.column_key
+        for name, value in point.values.items():
+            row[column_key[name]] = value
+        row["id"] = point.id
+        row["result_file"] = result_file
+        row["created_at"] = utcnow()
+        row["custom_data"] = custom_data
+        return row
+
+    def stored_row(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """A journalled or sidecar row as the table stores it: its columns, defaults filled."""
+        keys = self.table_keys
+        return {**self.fill, **{k: v for k, v in row.items() if k in keys}}
+
+
+def check_model(model: object) -> type[Base]:
+    """Return ``model`` if it is a mapped subclass of Base keeping the reserved columns."""
+    if not (isinstance(model, type) and issubclass(model, Base)):
+        raise TypeError(
+            f"result_cls must be a model class subclassing entropic.Base, not {model!r}"
+        )
+    table = getattr(model, "__table__", None)
+    if not isinstance(table, sa.Table):
+        raise TypeError(
+            f"result_cls {model.__name__} is not mapped to a table; give it a __tablename__"
+        )
+    mapper = sa.inspect(model)
+    for name in RESERVED_COLUMNS:
+        prop = mapper.column_attrs.get(name)
+        if prop is None or [c.name for c in prop.columns] != [name]:
+            raise ReservedColumnError(
+                f"{model.__name__} remaps the reserved column {name}; keep the one "
+                "entropic.Base defines"
+            )
+    if [column.name for column in table.primary_key.columns] != ["id"]:
+        raise ReservedColumnError(
+            f"{model.__name__} adds primary key columns; id is the only primary key "
+            "(use unique=True or an index for other columns)"
+        )
+    return model
+
+
+class Schema:
+    """What the Store needs from a model, worked out once: columns, rules, defaults."""
+
+    def __init__(self, model: type[Base], dialect: str) -> None:
+        mapper = sa.inspect(model)
+        table = model.__table__
+        assert isinstance(table, sa.Table)
+        self.model = model
+        self.table = table
+        self.name = model.__name__
+        self.dialect = dialect
+        column_key: dict[str, str] = {}
+        self.rules: dict[str, Rule] = {}
+        fill: dict[str, Any] = {}
+        self.exact = True
+        required: set[str] = set()
+        for prop in mapper.column_attrs:
+            column = prop.columns[0]
+            if prop.key in RESERVED or not isinstance(column, sa.Column):
+                continue
+            column_key[prop.key] = column.key
+            rule = rule_for(column, self.name, dialect, name=prop.key)
+            self.rules[prop.key] = rule
+            self.exact &= rule.exact
+            has_default = column.default is not None or column.server_default is not None
+            if not column.nullable and not has_default:
+                required.add(prop.key)
+            elif column.server_default is not None or (
+                column.default is not None and not column.default.is_scalar
+            ):
+                self.exact = False  # the database or a function decides: read it back
+            else:
+                scalar = column.default.arg if column.default is not None else None  # type: ignore[attr-defined]
+                fill[column.key] = scalar
+        self.checks = {name: rule.check for name, rule in self.rules.items()}
+        self.required = frozenset(required)
+        self.allowed = frozenset(column_key) | RESERVED
+        self.columns_text = ", ".join(sorted(column_key)) or "(no parameter columns)"
+        self.spec = RowSpec(column_key, fill, frozenset(column.key for column in table.columns))
+        # Every mapped attribute, "id" first, and the columns that load them.
+        attr_columns = [(prop.key, prop.columns[0]) for prop in mapper.column_attrs]
+        attr_columns.sort(key=lambda pair: pair[0] != "id")
+        self.attrs = [attr for attr, _ in attr_columns]
+        self.keys = [column.key for _, column in attr_columns]
+        self.columns: list[sa.Column[Any]] = [column for _, column in attr_columns]  # type: ignore[misc]
+
+    # -- params -> Point -------------------------------------------------------------------
+
+    def prepare(self, params: Mapping[str, Any], custom_data: Mapping[str, Any]) -> Point:
+        """Validate ``params`` fully (before anything runs or is written); the id is not set."""
+        if not isinstance(params, Mapping):
+            raise TypeError(
+                f"params must be a dict of column names to values, not {type(params).__name__}"
+            )
+        self._refuse_unknown(params)
+        checks = self.checks
+        key: dict[str, Any] = {}
+        values: dict[str, Any] = {}
+        for name, value in params.items():
+            if name in RESERVED:
+                continue
+            key[name] = value
+            values[name] = checks[name](value, f"params[{name!r}]")
+        if not self.required <= values.keys():
+            missing = sorted(self.required - values.keys())
+            raise ValueError(
+                f"params lacks required columns of {self.name}: {names(missing)}; "
+                f"its columns are {self.columns_text} (give a value for each NOT NULL column)"
+            )
+        run_id = ""
+        if "id" in params:
+            run_id = check_id(params["id"])
+        if "result_file" in params and not isinstance(
+            params["result_file"], (str, os.PathLike, type(None))
+        ):
+            raise TypeError(
+                "params['result_file'] must be a path if given (it is ignored: the Store "
+                f"chooses the path), not {type(params['result_file']).__name__}"
+            )
+        if "created_at" in params and not isinstance(params["created_at"], (datetime, type(None))):
+            raise TypeError(
+                "params['created_at'] must be a datetime if given (it is ignored: the Store "
+                f"sets it), not {type(params['created_at']).__name__}"
+            )
+        given = params.get("custom_data")
+        if given is not None and not isinstance(given, Mapping):
+            raise TypeError(
+                f"params['custom_data'] must be a dict, not {type(given).__name__}; "
+                "pass extra values as a dict or as keyword arguments"
+            )
+        merged = {**given, **custom_data} if given else dict(custom_data)
+        return Point(params, key, values, json_clean(merged, "custom_data"), run_id)
+
+    def point(self, params: Mapping[str, Any], custom_data: Mapping[str, Any]) -> Point:
+        """``prepare``, and the id: the explicit one, else the hash of the params."""
+        point = self.prepare(params, custom_data)
+        if not point.id:
+            point.id = hashing.hash_params(point.key)
+        return point
+
+    def identify(self, params: Mapping[str, Any]) -> str:
+        """The id of ``params`` for a lookup: an explicit id as is, else the hash.
+
+        Reserved keys other than ``id`` are stripped whatever their value: a lookup
+        never uses them.
+        """
+        if not isinstance(params, Mapping):
+            raise TypeError(
+                f"params must be a dict of column names to values, not {type(params).__name__}"
+            )
+        self._refuse_unknown(params)
+        if "id" in params:
+            return check_id(params["id"])
+        lookup = {key: value for key, value in params.items() if key not in RESERVED}
+        point = self.prepare(lookup, {})
+        return hashing.hash_params(point.key)
+
+    def _refuse_unknown(self, params: Mapping[str, Any]) -> None:
+        allowed = self.allowed
+        unknown = [key for key in params if key not in allowed]
+        if unknown:
+            raise ValueError(
+                f"params has keys that are not columns of {self.name}: "
+                f"{names(unknown)}; its columns are {self.columns_text} "
+                "(add a column to the model or drop the key)"
+            )
+
+    # -- the table in the database ---------------------------------------------------------
+
+    def drift(self, existing: Sequence[Mapping[str, Any]], dialect: Dialect) -> str:
+        """What keeps this model from using a table with ``existing`` columns ('' if nothing).
+
+        ``existing`` is what SQLAlchemy's inspector reports. Both ways count: model
+        columns the table lacks, and table columns the model lacks that the database
+        would need a value for (NOT NULL without a default).
+        """
+        table = self.table
+        preparer = dialect.identifier_preparer
+        quoted = preparer.format_table(table)
+        present = {column["name"] for column in existing}
+        missing = [column for column in table.columns if column.name not in present]
+        known = {column.name for column in table.columns}
+        blocking = [
+            column["name"]
+            for column in existing
+            if column["name"] not in known
+            and not column.get("nullable", True)
+            and column.get("default") is None
+            and column.get("autoincrement") is not True
+        ]
+        problems = []
+        if missing:
+            statements = [
+                f"ALTER TABLE {quoted} ADD COLUMN {CreateColumn(column).compile(dialect=dialect)};"
+                for column in missing
+            ]
+            problems.append(
+                f"table {table.name!r} lacks column(s) the model {self.name} declares: "
+                f"{', '.join(column.name for column in missing)}. Add them, e.g.\n  "
+                + "\n  ".join(statements)
+                + "\n(a NOT NULL column needs a DEFAULT for the rows already there)"
+            )
+        if blocking:
+            fixes = [_drop_not_null(dialect, quoted, name) for name in blocking]
+            problems.append(
+                f"table {table.name!r} has NOT NULL column(s) without a default that the "
+                f"model {self.name} lacks: {', '.join(blocking)}, so no row of this model "
+                "could be stored. Add them to the model (the model that created the table "
+                "declares them), or let the table accept rows without them, e.g.\n  "
+                + "\n  ".join(fixes)
+            )
+        if not problems:
+            return ""
+        return "\n".join(problems) + "\nFor real schema migrations use Alembic."
+
+
+def _drop_not_null(dialect: Dialect, table: str, name: str) -> str:
+    """A statement that lets ``table`` take rows without column ``name``."""
+    quote = dialect.identifier_preparer.quote
+    column = quote(name)
+    if dialect.name != "sqlite":
+        return f"ALTER TABLE {table} ALTER COLUMN {column} DROP NOT NULL;"
+    # SQLite cannot change a column's constraints: a nullable copy replaces it.
+    copy = quote(f"{name}_nullable")
+    return (
+        f"ALTER TABLE {table} ADD COLUMN {copy}; UPDATE {table} SET {copy} = {column}; "
+        f"ALTER TABLE {table} DROP COLUMN {column}; "
+        f"ALTER TABLE {table} RENAME COLUMN {copy} TO {column};"
+    )
+
+
+def refuse_drift(schema: Schema, existing: Sequence[Mapping[str, Any]], dialect: Dialect) -> None:
+    """Raise SchemaDriftError if ``schema`` cannot use the table as it exists."""
+    message = schema.drift(existing, dialect)
+    if message:
+        raise SchemaDriftError(message)
