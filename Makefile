@@ -22,6 +22,7 @@ lint:
 	$(VENV)/bin/ruff check python tests benches examples
 	$(VENV)/bin/ruff format --check python tests benches examples
 	$(VENV)/bin/mypy --strict
+	$(VENV)/bin/lint-imports
 	$(PY) -m mypy.stubtest entropic._core
 
 bench:
