@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -13,7 +16,15 @@ from typing import Any
 import pytest
 from distributed import Client, LocalCluster
 
-from entropic import Base, Mapped, RemoteRunError, Store, SweepError, hash_params
+from entropic import (
+    Base,
+    DispatchError,
+    Mapped,
+    RemoteRunError,
+    Store,
+    SweepError,
+    hash_params,
+)
 
 
 class OnDask(Base):
@@ -207,3 +218,107 @@ def test_a_client_of_the_wrong_kind_fails_before_any_work(tmp_path: Path, db: st
     with store, pytest.raises(TypeError, match=expected):
         store.sweep(_pts(3), client="tcp://127.0.0.1:8786")  # type: ignore[arg-type]
     assert not log.exists()
+
+
+# -- a script that defines its model and runner itself -------------------------------------
+
+SCRIPT = """
+import json, os, sys
+from pathlib import Path
+
+from distributed import Client, LocalCluster
+
+from entropic import Base, Mapped, Store
+
+
+class Scripted(Base):
+    __tablename__ = "scripted"
+
+    a: Mapped[int]
+
+
+def runner(params):
+    Path(params["result_file"]).write_text(str(params["a"]))
+    params["custom_data"]["pid"] = os.getpid()
+
+
+if __name__ == "__main__":
+    results, db_url = sys.argv[1], sys.argv[2]
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as cluster, Client(cluster) as client:
+        with Store(runner, Scripted, results_dir=results, db_url=db_url) as store:
+            records = store.sweep([{"a": a} for a in range(12)], client=client, fallback=False)
+            workers = set(client.run(os.getpid).values())
+    print(json.dumps({
+        "me": os.getpid(),
+        "workers": sorted(workers),
+        "ran_in": sorted({r.custom_data["pid"] for r in records}),
+        "a": [r.a for r in records],
+    }))
+"""
+
+
+def test_a_script_with_its_model_and_runner_in_main_runs_on_worker_processes(
+    tmp_path: Path, db: str
+) -> None:
+    script = tmp_path / "my_sweep.py"
+    script.write_text(SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "r"), db],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "client failed" not in done.stderr
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["a"] == list(range(12))
+    assert got["me"] not in got["ran_in"]
+    assert set(got["ran_in"]) <= set(got["workers"])
+
+
+# -- a failing client: one short warning, counted; or an error ---------------------------
+
+
+def test_a_fallback_is_one_short_warning_counted_in_the_summary_and_the_bar(
+    cluster: LocalCluster,
+    tmp_path: Path,
+    db: str,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    dead = Client(cluster)
+    dead.close()
+    caplog.set_level(logging.INFO, logger="entropic")
+    with Store(Writer(tmp_path / "calls"), OnDask, results_dir=tmp_path / "r", db_url=db) as s:
+        records = s.sweep(_pts(5), client=dead, progress=True)
+    assert [r.k for r in records] == list(range(5))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    (warning,) = warnings
+    assert "\n" not in warning
+    assert len(warning) < 300, warning
+    assert "5 unfinished point(s)" in warning
+    assert "fallback=False" in warning  # how to make it an error
+    summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sweep of")]
+    assert summary
+    assert "5 run here after the client failed" in summary[-1]
+    assert "here_after_client_failed=5" in capsys.readouterr().err
+
+
+def test_fallback_false_raises_instead_of_running_here(
+    cluster: LocalCluster, tmp_path: Path, db: str
+) -> None:
+    log = tmp_path / "calls"
+    dead = Client(cluster)
+    dead.close()
+    with Store(Writer(log), OnDask, results_dir=tmp_path / "r", db_url=db) as store:
+        with pytest.raises(DispatchError, match=r"5 point.*did not run.*fallback=True") as caught:
+            store.sweep(_pts(5), client=dead, fallback=False)
+        assert caught.value.unfinished == 5
+        assert not log.exists()  # nothing ran in this process
+        # The claims are released: a retry with a working executor runs everything.
+        with ThreadPoolExecutor(2) as pool:
+            assert [r.k for r in store.sweep(_pts(5), client=pool)] == list(range(5))
