@@ -19,6 +19,7 @@ import os
 import pickle
 import time
 import traceback
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -33,9 +34,10 @@ __all__ = ["Outcome", "Sink", "Task", "check_client", "dispatch", "is_dask"]
 
 log = logging.getLogger("entropic")
 
-#: Points handed to the client per submission round, so results stream back while
-#: the rest is still being submitted.
-SUBMIT_CHUNK = 1_000
+#: Points submitted, and later gathered, together in one request to a Dask client.
+GATHER_CHUNK = 256
+#: Points submitted to a Dask client and not gathered yet, at most.
+IN_FLIGHT = 64 * GATHER_CHUNK
 
 
 def is_dask(client: object) -> bool:
@@ -181,18 +183,25 @@ def _outcomes(
 ) -> Iterator[Outcome]:
     """The outcomes of ``points`` as they complete; ``futures`` collects what was submitted."""
     if is_dask(client):
-        from distributed import as_completed
-
-        completed: Any = as_completed(with_results=True)  # type: ignore[no-untyped-call]
-        for i in range(0, len(points), SUBMIT_CHUNK):
-            batch = client.map(task, points[i : i + SUBMIT_CHUNK], pure=False)
-            futures.extend(batch)
-            completed.update(batch)
-        for batch in completed.batches():
-            for future, outcome in batch:
+        # Results come back a chunk at a time, in submission order, with one gather
+        # request per chunk (what a plain client.map + gather costs), while the next
+        # chunks run; at most IN_FLIGHT points are submitted and not yet gathered.
+        # A run whose chunk is still waiting on a slower point is safe meanwhile:
+        # its sidecar is on disk.
+        pending: deque[list[Any]] = deque()
+        submitted = 0
+        while submitted < len(points) or pending:
+            while submitted < len(points) and len(pending) * GATHER_CHUNK < IN_FLIGHT:
+                chunk = client.map(task, points[submitted : submitted + GATHER_CHUNK], pure=False)
+                futures.extend(chunk)
+                pending.append(chunk)
+                submitted += len(chunk)
+            chunk = pending.popleft()
+            outcomes = client.gather(chunk)
+            for future in chunk:
                 # Let go of the result, or Dask recomputes it if its worker dies later.
                 future.release()
-                yield outcome
+            yield from outcomes
         return
     from concurrent.futures import as_completed as cf_as_completed
 
