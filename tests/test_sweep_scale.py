@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +94,47 @@ def test_no_progress_bar_unless_asked(tmp_path: Path, capsys: pytest.CaptureFixt
     captured = capsys.readouterr()
     assert captured.err == ""
     assert captured.out == ""
+
+
+def test_progress_into_a_file_prints_the_final_counts_once(tmp_path: Path) -> None:
+    # A batch job's log: stderr is a file, not a terminal, so no redraw per batch.
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from entropic import Base, Mapped, Store\n"
+        "class Job(Base):\n"
+        "    __tablename__ = 'job'\n"
+        "    i: Mapped[int]\n"
+        "def runner(params):\n"
+        "    Path(params['result_file']).write_text('x')\n"
+        "with Store(runner, Job, results_dir=sys.argv[1], db_url=sys.argv[2]) as store:\n"
+        "    store.sweep([{'i': i} for i in range(600)], progress=True)\n"
+    )
+    log = tmp_path / "job.log"
+    with log.open("w") as err:
+        subprocess.run(
+            [sys.executable, str(script), str(tmp_path / "r"), f"sqlite:///{tmp_path}/j.db"],
+            stderr=err,
+            check=True,
+            timeout=120,
+        )
+    text = log.read_text()
+    assert text.count("600/600") == 1, text
+    assert "ran=600" in text
+
+
+def test_log_messages_do_not_repeat_the_logger_name(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="entropic")
+    with Store(
+        _fail_odd, Big, results_dir=tmp_path / "r", db_url=f"sqlite:///{tmp_path}/p.db"
+    ) as store:
+        with pytest.raises(SweepError):
+            store.sweep([{"i": i, "x": float(i)} for i in range(4)])
+        store.run_or_retrieve({"i": 0, "x": 0.0})
+        store.delete({"i": 0, "x": 0.0})
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("entropic")]
+    assert len(messages) > 5
+    assert [m for m in messages if m.startswith("entropic")] == []

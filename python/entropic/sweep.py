@@ -17,6 +17,7 @@ import gc
 import json
 import logging
 import os
+import sys
 import time
 import traceback
 from collections.abc import Iterable, Iterator
@@ -48,6 +49,8 @@ INPUT_CHUNK = 10_000
 BATCH_RUNS = 256
 #: ...or this many seconds after the previous commit, whichever comes first.
 BATCH_SECONDS = 2.0
+#: How often the progress bar prints a line when stderr is not a terminal.
+BAR_LOG_SECONDS = 30.0
 #: How often a sweep waiting on points other processes run says so in the log.
 WAIT_LOG_SECONDS = 30.0
 
@@ -174,11 +177,21 @@ class _Run:
         self.sidecars: list[str] = []  # per-run sidecars written by workers
         self.last_flush = time.monotonic()
         self.bar: tqdm[Any] | None = None
+        self.live_bar = False
         if progress:
             from tqdm import tqdm
 
+            # On a terminal the bar redraws in place. Into a file or a pipe (a batch
+            # job's log) every redraw would be another line: there it shows the start,
+            # a line every BAR_LOG_SECONDS, and the final counts once.
+            self.live_bar = sys.stderr.isatty()
             self.bar = tqdm(
-                total=total, initial=self.cached, desc="entropic sweep", unit="pt", smoothing=0.1
+                total=total,
+                initial=self.cached,
+                desc="entropic sweep",
+                unit="pt",
+                smoothing=0.1,
+                mininterval=0.1 if self.live_bar else BAR_LOG_SECONDS,
             )
             self._postfix()
 
@@ -347,7 +360,7 @@ class _Run:
                 shown["here_after_client_failed"] = self.fell_back
             if self.waiting:
                 shown["waiting_on_peers"] = self.waiting
-            self.bar.set_postfix(shown, refresh=refresh)
+            self.bar.set_postfix(shown, refresh=refresh and self.live_bar)
 
     # -- batches ---------------------------------------------------------------------------
 
