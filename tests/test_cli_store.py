@@ -121,12 +121,8 @@ def test_ls_prints_an_aligned_table_newest_first(
     at = header.index(" id ") + 1
     assert all(line[at : at + 16] in {r.id for r in records} for line in lines)
     k_end = header.index("K") + 1
-    assert {line[:k_end].strip() for line in lines} == {
-        "2.5",
-        "100.0",
-        "0.3",
-        "0.30000000000000004",
-    }
+    # Floats to the 12 significant digits ids keep: 0.30000000000000004 shows as 0.3.
+    assert {line[:k_end].strip() for line in lines} == {"2.5", "100.0", "0.3"}
     assert all(line[k_end] == " " for line in lines)
     assert lines[-1].split()[3] == "false"
     assert lines[1].split()[3] == "null"
@@ -174,6 +170,49 @@ def test_bad_where_is_one_line_and_exit_2(
     assert status == 2
     assert out == ""
     assert message in one_line_error(err)
+
+
+def test_ls_formats_floats_one_way_and_never_cuts_a_custom_data_key(
+    store: Store[Wave], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")
+    status, out, _ = run(capsys, cli(store, "ls"))
+    assert status == 0
+    line = next(line for line in out.splitlines()[1:] if line.lstrip().startswith("100.0"))
+    # The same value, 200.0, as a parameter would show it; every key whole.
+    assert "peak=200.0" in line
+    assert "elapsed_seconds=" in line
+    # A narrow terminal: custom_data is cut between pairs, then columns are left out.
+    monkeypatch.setenv("COLUMNS", "100")
+    status, out, err = run(capsys, cli(store, "ls"))
+    header, *lines = out.splitlines()
+    assert all(len(line) <= 100 for line in lines), out
+    assert "custom_data" in header
+    assert "elapsed_…" not in out
+    for line in lines:
+        pairs = line[header.index("custom_data") :].split(", ")
+        assert all("=" in p or p.startswith("(+") for p in pairs), line
+    monkeypatch.setenv("COLUMNS", "60")
+    status, out, err = run(capsys, cli(store, "ls"))
+    assert status == 0
+    assert out.splitlines()[0].split()[:5] == ["K", "n", "method", "stiff", "id"]
+    assert "left out to fit the terminal: created_at" in err
+    assert "--columns" in err
+
+
+def test_ls_columns_picks_and_orders_columns(
+    store: Store[Wave], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = cli(store, "ls", "--columns", "id,custom_data.peak,K", "--where", "n=10")
+    status, out, err = run(capsys, argv)
+    assert (status, err) == (0, "")
+    header, line = out.splitlines()
+    assert header.split() == ["id", "custom_data.peak", "K"]
+    assert line.split() == [hash_params(POINTS[2]), "200.0", "100.0"]
+    status, _, err = run(capsys, cli(store, "ls", "--columns", "id,nope"))
+    assert status == 2
+    assert "unknown nope" in one_line_error(err)
+    assert "custom_data.KEY" in err
 
 
 def test_ls_json_lines_and_limit(store: Store[Wave], capsys: pytest.CaptureFixture[str]) -> None:

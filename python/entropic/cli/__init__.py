@@ -122,6 +122,12 @@ def parser() -> argparse.ArgumentParser:
     ls_cmd.add_argument(
         "--limit", type=int, default=20, metavar="N", help="show at most N rows (0: all; 20)"
     )
+    ls_cmd.add_argument(
+        "--columns",
+        metavar="A,B,...",
+        help="show these columns, in this order: parameter columns, id, created_at, file, "
+        "custom_data, or custom_data.KEY for one value (default: all that fit the terminal)",
+    )
     ls_cmd.set_defaults(func=show.run_ls)
 
     fail_cmd = sub.add_parser(

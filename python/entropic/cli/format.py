@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import date, datetime
 from typing import Any, TextIO
 
@@ -11,6 +12,7 @@ __all__ = [
     "cell",
     "first_line",
     "json_line",
+    "number",
     "print_table",
     "short",
     "size_text",
@@ -36,7 +38,7 @@ def cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return repr(value)
+        return number(value)
     if isinstance(value, datetime):
         return value.isoformat(sep=" ", timespec="seconds")
     if isinstance(value, (dict, list)):
@@ -44,20 +46,46 @@ def cell(value: Any) -> str:
     return str(value)
 
 
+def number(value: float) -> str:
+    """A float the one way the command line shows floats, in parameters and custom_data alike.
+
+    The shortest text that reads back as the value, at most 12 significant digits
+    (the precision ids keep: two parameters shown alike share an id), and always
+    visibly a float: ``100.0``, ``0.3``, ``3.81928374012e-05``, ``1e+20``.
+    """
+    if not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    text = repr(value)
+    mantissa = text.split("e")[0].lstrip("-").replace(".", "").lstrip("0")
+    if len(mantissa) > 12:
+        text = f"{value:.12g}"
+    if not any(c in text for c in ".e"):
+        text += ".0"
+    return text
+
+
 def short(text: str, width: int) -> str:
     text = " ".join(text.split())  # newlines would break the table
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def summary(custom: Any, width: int = 48) -> str:
-    """custom_data in one short line: ``key=value`` pairs, floats to 4 significant digits."""
+def summary(custom: Any, width: int | None = None) -> str:
+    """custom_data in one line of ``key=value`` pairs; cut to ``width`` between pairs only.
+
+    A pair is never cut in the middle: what does not fit is counted, ``(+2 more)``.
+    """
     if not isinstance(custom, dict):
-        return cell(custom)
-    parts = []
-    for key, value in custom.items():
-        shown = f"{value:.4g}" if isinstance(value, float) else cell(value)
-        parts.append(f"{key}={shown}")
-    return short(", ".join(parts), width)
+        return cell(custom) if width is None else short(cell(custom), width)
+    parts = [f"{key}={cell(value)}" for key, value in custom.items()]
+    text = ", ".join(parts)
+    if width is None or len(text) <= width:
+        return text
+    for kept in range(len(parts) - 1, -1, -1):
+        more = f"(+{len(parts) - kept} more)"
+        shown = ", ".join([*parts[:kept], more])
+        if len(shown) <= width or kept == 0:
+            return shown
+    raise AssertionError  # pragma: no cover
 
 
 def print_table(header: list[str], rows: list[list[Any]], out: TextIO) -> None:

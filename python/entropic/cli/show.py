@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -45,23 +46,98 @@ def _ls(store: Opened, args: argparse.Namespace) -> int:
             count = sa.select(sa.func.count()).select_from(table).where(*conditions)
             total = int(conn.execute(count).scalar_one())
     root = Path(args.results).resolve()
-    header = [*store.params, "id", "created_at", "file", "custom_data"]
-    body = [
-        [
-            *(row._mapping[name] for name in store.params),
-            row.id,
-            row.created_at,
-            _shown_path(row.result_file, root),
-            summary(row.custom_data),
-        ]
-        for row in rows
-    ]
-    print_table(header, body, out)
+    columns = _columns(store, args.columns)
+    shown = [[_value(row, name, root) for name in columns] for row in rows]
+    if args.columns is None:
+        columns, shown, hidden = _fit(columns, shown, _width())
+        if hidden:
+            print(
+                f"(left out to fit the terminal: {', '.join(hidden)}; --columns chooses)",
+                file=sys.stderr,
+            )
+    print_table(columns, shown, out)
     if not rows:
         print("(no rows)", file=sys.stderr)
     if total is not None and total > len(rows):
         print(f"({len(rows)} of {total} rows; --limit 0 shows all)", file=sys.stderr)
     return 0
+
+
+#: The columns ``ls`` may leave out to fit the terminal, the first first.
+_DROPPABLE = ("created_at", "file", "custom_data")
+#: custom_data is cut to fit, but not narrower than this.
+_CUSTOM_MIN = 24
+
+
+def _columns(store: Opened, wanted: str | None) -> list[str]:
+    """The columns to show: the default set, or those ``--columns`` names, in its order."""
+    default = [*store.params, "id", "created_at", "file", "custom_data"]
+    if wanted is None:
+        return default
+    names = [name.strip() for name in wanted.split(",") if name.strip()]
+    known = set(default) | {"result_file"}
+    unknown = [n for n in names if n not in known and not n.startswith("custom_data.")]
+    if unknown or not names:
+        raise CLIError(
+            f"--columns {wanted!r}: {'unknown ' + ', '.join(unknown) if unknown else 'no column'}"
+            f"; choose from {', '.join(default)}, or custom_data.KEY for one custom_data value"
+        )
+    return ["file" if n == "result_file" else n for n in names]
+
+
+def _value(row: Any, name: str, root: Path) -> Any:
+    if name == "file":
+        return _shown_path(row.result_file, root)
+    if name == "custom_data":
+        return row.custom_data
+    if name.startswith("custom_data."):
+        custom = row.custom_data
+        return custom.get(name.partition(".")[2]) if isinstance(custom, dict) else None
+    return row._mapping[name]
+
+
+def _width() -> int | None:
+    """The terminal's width; None (no limit) when stdout is a file or a pipe, unless $COLUMNS."""
+    if os.environ.get("COLUMNS", "").isdigit():
+        return int(os.environ["COLUMNS"])
+    if not sys.stdout.isatty():
+        return None
+    return shutil.get_terminal_size().columns
+
+
+def _fit(
+    columns: list[str], rows: list[list[Any]], width: int | None
+) -> tuple[list[str], list[list[Any]], list[str]]:
+    """Cut custom_data, then leave out columns, until the table fits ``width``."""
+    custom = columns.index("custom_data")
+    if width is None:
+        return columns, [_with_summary(row, custom, None) for row in rows], []
+    hidden: list[str] = []
+    while True:
+        others = [i for i, name in enumerate(columns) if name != "custom_data"]
+        used = sum(_column_width(columns[i], rows, i) for i in others) + 2 * len(others)
+        room = width - used
+        if "custom_data" in columns and room >= _CUSTOM_MIN:
+            custom = columns.index("custom_data")
+            return columns, [_with_summary(row, custom, room) for row in rows], hidden
+        if "custom_data" not in columns and room >= -2:
+            return columns, rows, hidden
+        drop = next((name for name in _DROPPABLE if name in columns), None)
+        if drop is None:  # only parameters and ids left: show them whole
+            return columns, rows, hidden
+        i = columns.index(drop)
+        columns = columns[:i] + columns[i + 1 :]
+        rows = [row[:i] + row[i + 1 :] for row in rows]
+        hidden.append(drop)
+
+
+def _with_summary(row: list[Any], at: int, width: int | None) -> list[Any]:
+    return [*row[:at], summary(row[at], width), *row[at + 1 :]]
+
+
+def _column_width(name: str, rows: list[list[Any]], i: int) -> int:
+    values = (row[i] for row in rows)
+    return max([len(name)] + [len(v if isinstance(v, str) else cell(v)) for v in values])
 
 
 def _shown_path(path: str, root: Path) -> str:
