@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import String
+from sqlalchemy import JSON, String
 from sqlalchemy.orm import Session
 
 from entropic import Base, Mapped, Store, expand_grid, mapped_column
@@ -134,3 +134,24 @@ def test_to_pandas_without_pandas_says_how_to_install(
     monkeypatch.setattr(builtins, "__import__", no_pandas)
     with pytest.raises(ImportError, match="pip install pandas"):
         store.to_pandas()
+
+
+class Configured(Base):
+    __tablename__ = "configured"
+
+    n: Mapped[int]
+    cfg: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+def test_a_json_column_matches_only_none(db_url: str, tmp_path: Path) -> None:
+    with Store(write_n, Configured, tmp_path / "results", ".txt", db_url) as store:
+        store.sweep([{"n": 1, "cfg": {"a": 1}}, {"n": 2, "cfg": None}])
+        assert [r.n for r in store.find(cfg=None)] == [2]
+        with pytest.raises(ValueError, match="JSON equality differs between databases"):
+            store.find(cfg={"a": 1})
+        with pytest.raises(ValueError, match="SQLAlchemy"):
+            store.count(cfg=[1])
+
+
+def write_n(params: dict[str, Any]) -> None:
+    Path(params["result_file"]).write_text(str(params["n"]))

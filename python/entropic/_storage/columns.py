@@ -332,6 +332,13 @@ class JsonRule(Rule):
     def convert(self, value: Any, where: str) -> Any:
         return json_value(value, where)
 
+    def match(self, value: Any, where: str) -> Any:
+        if value is None:
+            # A None stored in a JSON column is JSON null unless the column says
+            # none_as_null; a filter for None finds both.
+            return sa.or_(self.column.is_(None), sa.cast(self.column, sa.Text) == "null")
+        return super().match(value, where)
+
     def parse(self, text: str) -> Any:
         return json.loads(text)
 

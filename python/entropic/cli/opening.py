@@ -159,11 +159,14 @@ def where(opened: Opened, items: list[str]) -> list[Any]:
         if name in equals:
             raise CLIError(f"--where names {name!r} twice; give each column once")
         rule = rule_for(table.c[name], table.name, dialect)
-        if not rule.matchable:
-            raise CLIError(f"--where {item!r}: {rule.target}, which cannot be matched by equality")
         if text.lower() == "null" and not rule.textual:
             equals[name] = None
             continue
+        if not rule.matchable:
+            raise CLIError(
+                f"--where {item!r}: {rule.target}, which only matches null (JSON equality "
+                "differs between databases)"
+            )
         try:
             equals[name] = rule.parse(text)
         except ValueError:
