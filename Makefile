@@ -2,14 +2,18 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv build test test-pure lint bench ci clean
+.PHONY: venv build wheel test test-pure lint bench ci clean
 
 venv:
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip "maturin>=1.5,<2"
+	$(PY) -m pip install -q --upgrade pip "maturin>=1.9,<2"
 
 build: venv
 	$(PY) -m pip install -q -e ".[test,lint,examples]"
+
+# The wheel and sdist users install (abi3, manylinux_2_17, via zig), in dist/, audited.
+wheel: venv
+	PYTHON=$(PY) bash .ci/wheel.sh
 
 test:
 	$(PY) -m pytest tests
@@ -33,4 +37,4 @@ ci:
 
 clean:
 	cargo clean
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks
+	rm -rf $(VENV) dist .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks

@@ -17,6 +17,7 @@ Run it twice: the second run finds every point in the store and runs nothing.
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -107,8 +108,27 @@ def sweep_and_report(
     return records, line
 
 
+def _cell_edges(centres: Sequence[float]) -> list[float]:
+    """Edges of the cells centred on sorted grid values: midpoints, half a step past the ends."""
+    if len(centres) == 1:
+        return [centres[0] - 0.5, centres[0] + 0.5]
+    mids = [(a + b) / 2 for a, b in itertools.pairwise(centres)]
+    return [2 * centres[0] - mids[0], *mids, 2 * centres[-1] - mids[-1]]
+
+
+def _spread(ys: Sequence[float], gap: float) -> list[float]:
+    """Heights near ``ys``, in their order, at least ``gap`` apart: labels that never overlap."""
+    order = sorted(range(len(ys)), key=lambda i: ys[i])
+    placed = [0.0] * len(ys)
+    floor = -np.inf
+    for i in order:
+        placed[i] = max(ys[i], floor + gap)
+        floor = placed[i]
+    return placed
+
+
 def plot(records: Sequence[Harvest], png: Path) -> None:
-    """A few trajectories, and the sustained harvest over the (r, h) grid."""
+    """A few trajectories at one growth rate, and the sustained harvest over the (r, h) grid."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,31 +140,54 @@ def plot(records: Sequence[Harvest], png: Path) -> None:
     for rec in records:
         harvest[hs.index(rec.h), rs.index(rec.r)] = rec.custom_data["harvest"]
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    middle = rs[len(rs) // 2]
-    shown = sorted((rec for rec in records if rec.r == middle), key=lambda rec: rec.h)
-    for rec in shown[:: max(1, len(shown) // 6)]:
-        t, y = np.load(rec.result_file)
-        left.plot(t, y, label=f"h = {rec.h:g}")
-    left.set(xlabel="time", ylabel="population N", title=f"trajectories at r = {middle:.2f}")
-    left.legend(fontsize="small", loc="center right")
-    image = right.imshow(
-        harvest,
-        origin="lower",
-        aspect="auto",
-        extent=(rs[0], rs[-1], hs[0], hs[-1]),
-        cmap="viridis",
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(12, 4.8), layout="constrained", gridspec_kw={"width_ratios": [1, 1.15]}
     )
-    right.plot(rs, [r for r in rs], "w--", linewidth=1, label="h = r: collapse")
+    first = records[0]
+    fig.suptitle(
+        rf"Logistic growth under harvesting, $\mathrm{{d}}N/\mathrm{{d}}t = rN\,(1 - N/K) - hN$"
+        rf" ($K = {first.K:g}$, $N_0 = {first.n0:g}$)"
+    )
+
+    # Left: each trajectory labelled at its end, so no legend covers the plateaus.
+    middle = rs[len(rs) // 2]
+    at_middle = sorted((rec for rec in records if rec.r == middle), key=lambda rec: rec.h)
+    shown = at_middle[:: max(1, len(at_middle) // 6)]
+    finals = []
+    for rec in shown:
+        t, y = np.load(rec.result_file)
+        (line,) = left.plot(t, y, linewidth=1.6)
+        finals.append((float(t[-1]), float(y[-1]), line.get_color(), rec.h))
+    left.set(
+        xlabel="time t",
+        ylabel="population N",
+        title=f"Trajectories at r = {middle:.2f}, one per harvest rate h",
+    )
+    t_end = max(f[0] for f in finals)
+    left.set_xlim(-0.02 * t_end, 1.13 * t_end)  # room on the right for the labels
+    low, high = left.get_ylim()
+    heights = _spread([f[1] for f in finals], 0.055 * (high - low))
+    for (_, _, colour, h), y_label in zip(finals, heights, strict=True):
+        left.text(1.015 * t_end, y_label, f"h = {h:g}", color=colour, fontsize="small", va="center")
+
+    # Right: one cell per grid point, centred on its (r, h); pcolormesh takes the cell edges.
+    r_edges, h_edges = _cell_edges(rs), _cell_edges(hs)
+    mesh = right.pcolormesh(r_edges, h_edges, harvest, cmap="viridis", shading="flat")
+    r_line = np.array([max(r_edges[0], 0.0), r_edges[-1]])  # rates are not negative
+    right.plot(r_line, r_line, "w--", linewidth=1.2, label="h = r: collapse")
+    right.plot(r_line, r_line / 2, "w:", linewidth=1.4, label="h = r/2: best harvest")
+    right.axvline(middle, color="0.85", linewidth=0.8, label=f"r = {middle:.2f}: left panel")
     right.set(
         xlabel="growth rate r",
         ylabel="harvest rate h",
-        title="sustained harvest h N",
-        ylim=(hs[0], hs[-1]),
+        title="Sustained harvest once the population has settled",
+        xlim=(r_edges[0], r_edges[-1]),
+        ylim=(h_edges[0], h_edges[-1]),
     )
-    right.legend(fontsize="small", loc="upper left")
-    fig.colorbar(image, ax=right)
-    fig.tight_layout()
+    # Above h = r every population dies out: nothing to see there but the legend.
+    right.legend(fontsize="small", loc="upper left", framealpha=0.85)
+    bar = fig.colorbar(mesh, ax=right)
+    bar.set_label("sustained harvest h N (individuals per unit time)")
     fig.savefig(png, dpi=110)
     plt.close(fig)
 
