@@ -98,6 +98,14 @@ class Slurm:
 
     def __init__(self) -> None:
         self.jobs: list[str] = []
+        #: Names of jobs submitted by others for this test (dask-jobqueue, a recipe's sbatch).
+        self.names: list[str] = []
+
+    def job_name(self, stem: str) -> str:
+        """A job name unique to this test, whose jobs are cancelled at its end."""
+        name = f"{stem}-{os.getpid()}-{len(self.names)}"
+        self.names.append(name)
+        return name
 
     def sbatch(
         self,
@@ -166,6 +174,13 @@ class Slurm:
         if self.jobs:
             subprocess.run(
                 ["scancel", *self.jobs], capture_output=True, timeout=COMMAND_TIMEOUT, check=False
+            )
+        for name in self.names:
+            subprocess.run(
+                ["scancel", f"--name={name}"],
+                capture_output=True,
+                timeout=COMMAND_TIMEOUT,
+                check=False,
             )
 
 
