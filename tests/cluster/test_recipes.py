@@ -136,3 +136,33 @@ def test_sweep_slurm(slurm: Slurm, tmp_path: Path) -> None:
     assert None not in ran_in, "some points ran outside the SLURM jobs of the cluster"
     for job in ran_in:
         assert slurm.show(job)["JobName"] == name
+
+
+SUMMARY = re.compile(r"entropic: sweep of (\d+) points \((\d+) distinct\): (\d+) cached, (\d+) ran")
+
+
+def test_example_slurm_array(slurm: Slurm, shared_db_url: str, tmp_path: Path) -> None:
+    """examples/slurm_array.sbatch as its comment shows: 1,000 points on the default SQLite
+    file, or --small on PostgreSQL; submitted from its folder."""
+    pytest.importorskip("numpy", reason="the example needs numpy (pip install .[examples])")
+    for name in ("slurm_array.sbatch", "slurm_array.py", "logistic_sweep.py"):
+        (tmp_path / name).write_bytes((EXAMPLES / name).read_bytes())
+    postgres = shared_db_url.startswith("postgresql")
+    args = ["--small", "--db", shared_db_url] if postgres else []
+    db_url = shared_db_url if postgres else f"sqlite:///{tmp_path / 'slurm_out' / 'db.sqlite3'}"
+    job = slurm.sbatch(["slurm_array.sbatch", *args], cwd=tmp_path)
+    states = slurm.wait_done(job, tasks=TASKS, timeout=240)
+    assert set(states.values()) == {"COMPLETED"}, f"{states}\n{logs(tmp_path)}"
+    points = 12 if postgres else 1000
+    ran = 0
+    for task in range(TASKS):
+        out = (tmp_path / f"logistic-{job}_{task}.out").read_text()
+        assert f"task {task}: {points} records" in out, out
+        summary = SUMMARY.search(out)
+        assert summary, out
+        total, distinct, cached, task_ran = (int(group) for group in summary.groups())
+        assert total == distinct == points
+        assert cached <= points
+        ran += task_ran
+    assert ran == points  # each point ran once across the four tasks
+    assert len(rows(tmp_path / "slurm_out", db_url)) == points
