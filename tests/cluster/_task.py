@@ -6,7 +6,9 @@ Every task sweeps the same POINTS points, shuffled by its array task id, on one
 store. The runner appends "start" and "end" lines (id, job, task, restart count,
 pid) to CALLS with O_APPEND, so the test can count runner calls across every
 task and every restart. At the end the task writes what it got back to
-OUT/{job}_{task}_{restart}.json.
+OUT/{job}_{task}_{restart}.json. With TASK_SIGTERM=exit in the environment, SIGTERM
+becomes SystemExit (as docs/cluster.md's sweep_array.py does), so a sweep stopped by
+SLURM commits what finished and drops its claims before it exits.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -73,6 +76,8 @@ class Runner:
 
 
 def main(db_url: str, results: str, calls: str, out: str, points: str, sleep: str) -> None:
+    if os.environ.get("TASK_SIGTERM") == "exit":
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     task = int(os.environ.get("SLURM_ARRAY_TASK_ID", "0"))
     runner = Runner(calls, float(sleep))
     with Store(runner, Point, results_dir=results, file_suffix=".txt", db_url=db_url) as store:

@@ -3,8 +3,9 @@
 ``scancel --batch --signal=KILL`` sends SIGKILL to the job's script and its
 python (a plain ``scancel --signal=KILL`` is a cancel: SIGTERM first, SIGKILL
 after KillWait). ``scontrol requeue`` is what preemption with PreemptMode=REQUEUE
-does: the job is killed and queued again under the same job id, with
-SLURM_RESTART_COUNT one higher. Either way the next run of the sweep runs exactly
+does: the job gets SIGTERM (here turned into SystemExit, as docs/cluster.md
+recommends) and is queued again under the same job id, with SLURM_RESTART_COUNT
+one higher. Either way the next run of the sweep runs exactly
 the points that had not finished (the one in flight among them) and returns
 every record.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._checks import Call, calls, ends, reports, starts_per_id, stored
-from ._slurm import DONE, Slurm, command, logs, python_cmd, wait_for
+from ._slurm import DONE, Slurm, command, job_env, logs, python_cmd, wait_for
 
 TASK = Path(__file__).with_name("_task.py")
 POINTS = 120
@@ -22,7 +23,9 @@ SLEEP = 0.05  # 6 s of runs: the kill lands mid-sweep
 KILL_AFTER = 40  # finished runs before the kill, past the first batch commits (every 2 s)
 
 
-def submit(slurm: Slurm, db_url: str, tmp_path: Path, *extra: str) -> str:
+def submit(
+    slurm: Slurm, db_url: str, tmp_path: Path, *extra: str, env: dict[str, str] | None = None
+) -> str:
     results, out, call_log = tmp_path / "results", tmp_path / "out", tmp_path / "calls"
     out.mkdir(exist_ok=True)
     args = [db_url, str(results), str(call_log), str(out), str(POINTS), str(SLEEP)]
@@ -36,6 +39,7 @@ def submit(slurm: Slurm, db_url: str, tmp_path: Path, *extra: str) -> str:
             f"--wrap=exec {python_cmd(TASK, *args)}",
         ],
         cwd=tmp_path,
+        env=env,
     )
 
 
@@ -83,7 +87,8 @@ def test_sigkilled_task_then_resubmitted(slurm: Slurm, shared_db_url: str, tmp_p
 
 def test_requeued_task_finishes_the_sweep(slurm: Slurm, shared_db_url: str, tmp_path: Path) -> None:
     call_log = tmp_path / "calls"
-    job = submit(slurm, shared_db_url, tmp_path, "--requeue")
+    # With docs/cluster.md's SIGTERM handler: the requeue's SIGTERM ends the sweep cleanly.
+    job = submit(slurm, shared_db_url, tmp_path, "--requeue", env=job_env(TASK_SIGTERM="exit"))
     wait_for(lambda: ends(call_log) >= KILL_AFTER, 90, f"{KILL_AFTER} runs finished")
     command(["scontrol", "requeue", job])
     slurm.wait(job, lambda s: set(s.values()) == {"PENDING"}, 60, "pending again")
