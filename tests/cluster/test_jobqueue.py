@@ -50,8 +50,13 @@ def test_slurmcluster_runs_happen_in_slurm_jobs(slurm: Slurm, tmp_path: Path) ->
     runs = [line.split() for line in calls.read_text().splitlines()]
     assert sorted(run_id for run_id, _, _ in runs) == sorted(report["ids"])  # each once
     in_caller = [run_id for run_id, _, pid in runs if int(pid) == report["pid"]]
+    said = [
+        line[:400]
+        for line in result.stderr.splitlines()
+        if line.startswith("entropic:") or "pickle" in line
+    ]
     assert not in_caller, (
         f"{len(in_caller)} of {POINTS} runs happened in the calling process, not on the "
-        f"SLURMCluster's workers\n{result.stderr[-5000:]}"
+        "SLURMCluster's workers; entropic said:\n" + "\n".join(said)
     )
     assert {job for _, job, _ in runs} <= set(report["jobs"]), runs
