@@ -25,7 +25,14 @@ ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "cluster.md"
 EXAMPLES = ROOT / "examples"
 RECIPE = re.compile(r"^```(\w+) recipe=(\S+)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
-FILES = {"sim.py", "sweep_local.py", "sweep_array.py", "sweep_array.sbatch", "sweep_slurm.py"}
+FILES = {
+    "sim.py",
+    "sweep_local.py",
+    "sweep_array.py",
+    "sweep_array.sbatch",
+    "sweep_slurm.py",
+    "jobqueue.yaml",
+}
 COMMANDS = ["python sweep_local.py", "sbatch sweep_array.sbatch", "python sweep_slurm.py"]
 POINTS = 300  # the page's GRID: 100 rates x 3 step counts
 TASKS = 4
@@ -133,6 +140,25 @@ def test_sweep_slurm(slurm: Slurm, tmp_path: Path) -> None:
     assert None not in ran_in, "some points ran outside the SLURM jobs of the cluster"
     for job in ran_in:
         assert slurm.show(job)["JobName"] == name
+
+
+def test_jobqueue_yaml_is_dask_jobqueue_configuration() -> None:
+    """The page's ~/.config/dask/jobqueue.yaml: its settings reach SLURMCluster's job script."""
+    pytest.importorskip("dask_jobqueue", reason="pip install entropic[cluster] (or .[test])")
+    import dask
+    import yaml
+    from dask_jobqueue import SLURMCluster
+
+    slurm_config = yaml.safe_load(recipes()["jobqueue.yaml"])["jobqueue"]["slurm"]
+    settings = {f"jobqueue.slurm.{key}": value for key, value in slurm_config.items()}
+    assert settings.pop("jobqueue.slurm.interface") == "ib0"  # not on this machine: use lo
+    with (
+        dask.config.set({**settings, "jobqueue.slurm.interface": "lo"}),
+        SLURMCluster(cores=1, processes=1, memory="2GB", walltime="00:30:00") as cluster,
+    ):
+        script = cluster.job_script()  # the job reads the configuration when it is made
+    assert "#SBATCH -p compute" in script
+    assert "#SBATCH -A myproject" in script
 
 
 SUMMARY = re.compile(r"entropic: sweep of (\d+) points \((\d+) distinct\): (\d+) cached, (\d+) ran")
