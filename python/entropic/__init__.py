@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from entropic.errors import (
+    ArchiveError,
     DispatchError,
     MissingResultError,
     ParamsDepthError,
@@ -25,6 +26,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "ArchiveError",
     "Base",
     "DispatchError",
     "Failure",
