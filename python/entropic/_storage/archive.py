@@ -1012,7 +1012,6 @@ def _write(
     rows: list[dict[str, Any]] = []
     try:
         for run_id in writes:
-            entry = entries[run_id]
             path = disk.result_file(run_id)
             with suppress(FileNotFoundError):
                 if stat.S_ISDIR(os.lstat(path).st_mode):
@@ -1020,7 +1019,15 @@ def _write(
                         f"{path} is a folder where the result file of {run_id} belongs; move "
                         "it out of results_dir, then import again (nothing was imported)"
                     )
+        for run_id in writes:
+            entry = entries[run_id]
+            path = disk.result_file(run_id)
+            row = {**entry.row, result_key: path}
+            # Aside, sidecar, file: a crash before the file is in place leaves a sidecar
+            # whose file is gone (dropped by recovery, which puts the earlier file back);
+            # after, a finished row that recovery indexes.
             done.append((run_id, disk.move_aside(run_id)))
+            disk.write_sidecar(run_id, row)
             with archive.open(entry.member) as source:
                 try:
                     disk.write_result(run_id, source, entry.size, entry.sha256)  # type: ignore[arg-type]
@@ -1029,8 +1036,6 @@ def _write(
                         f"{archive.where} changed while it was imported ({exc}); nothing was "
                         "imported"
                     ) from None
-            row = {**entry.row, result_key: path}
-            disk.write_sidecar(run_id, row)
             rows.append(row)
         statement = upsert(table, index.dialect)
         f = FAILURES.c
