@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import logging
 import lzma
@@ -80,6 +81,8 @@ _CHUNK = 1 << 20
 #: Ids named in one error message at most.
 _SHOWN = 5
 _HEX = frozenset("0123456789abcdef")
+#: Up to this many NULL columns, every subset of them is tried as the ones params left out.
+_MAX_NULL_SUBSETS = 6
 
 # Column types an archive names, most specific first (Double is a Float, Float a Numeric, ...).
 _KINDS: tuple[tuple[type[Any], str], ...] = (
@@ -468,24 +471,28 @@ def _hash_recipe(
     params left out holds NULL or its default, and an int given for a float
     column is stored as a float. The usual ways back are tried in turn.
     """
+    nulls = [name for name in params if row[name] is None]
     given = [name for name in params if row[name] is not None]
-    whole = [
+    whole = {
         name
-        for name in params
+        for name in given
         if isinstance(row[name], float) and math.isfinite(row[name]) and row[name].is_integer()
-    ]
+    }
+    # Which NULL columns the params left out: none, all, or (when few) any subset.
+    dropped: list[tuple[str, ...]] = [(), tuple(nulls)]
+    if len(nulls) <= _MAX_NULL_SUBSETS:
+        dropped += [
+            combo for size in range(1, len(nulls)) for combo in itertools.combinations(nulls, size)
+        ]
+    bases = [[name for name in params if name not in drop] for drop in dropped]
+    # Then a column left out to take its (non-NULL) default.
+    bases += [[name for name in base if name != gone] for base in bases[:2] for gone in given]
     tried: list[tuple[list[str], list[str]]] = []
-    for names in (list(params), given):
+    for names in bases:
         tried.append((names, []))
-        ints = [name for name in whole if name in names]
+        ints = [name for name in names if name in whole]
         if ints:
             tried.append((names, ints))
-    for name in given:
-        fewer = [other for other in given if other != name]
-        tried.append((fewer, []))
-        ints = [other for other in whole if other in fewer]
-        if ints:
-            tried.append((fewer, ints))
     for names, ints in tried:
         key = {name: row[name] for name in names}
         for name in ints:
