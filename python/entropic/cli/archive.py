@@ -179,11 +179,12 @@ def _import(args: argparse.Namespace) -> int:
     if results.exists() and not results.is_dir():
         raise CLIError(f"--results {results} is not a folder")
     marker = Disk(results, "", readonly=True).read_marker() if results.is_dir() else None
-    name = args.table or (marker["table"] if marker is not None else None) or manifest.table
+    name = args.table or manifest.table
     if marker is not None and marker["table"] != name:
         raise CLIError(
             f"--results {results} holds the result files of table {marker['table']!r}, not "
-            f"{name!r}; give each table its own results folder"
+            f"{name!r}; to import into that table give --table {marker['table']}, else give "
+            "each table its own results folder"
         )
     suffix = manifest.file_suffix
     if marker is not None and isinstance(marker.get("file_suffix"), str):
