@@ -2,6 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from entropic._storage.archive import ExportReport, ImportReport
 from entropic.errors import (
     ArchiveError,
     DispatchError,
@@ -29,7 +30,9 @@ __all__ = [
     "ArchiveError",
     "Base",
     "DispatchError",
+    "ExportReport",
     "Failure",
+    "ImportReport",
     "Mapped",
     "MissingResultError",
     "ParamsDepthError",
