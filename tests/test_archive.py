@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -705,3 +706,55 @@ def test_an_import_killed_midway_is_finished_or_undone_by_recovery(tmp_path: Pat
     report = reopened.import_(archive)
     assert (len(report.inserted), len(report.kept)) == (4, 4)
     assert file_bytes(reopened) == source_files
+
+
+def test_an_import_beside_a_live_run_leaves_its_point_to_it(
+    shared_db_url: str, tmp_path: Path
+) -> None:
+    """Another process is running a point of the archive: the import skips it, the run wins."""
+    source = make_store(sqlite_url(tmp_path, "s.sqlite3"), tmp_path / "src")
+    source.sweep(points())
+    archive = tmp_path / "a.tar"
+    source.export(archive)
+    target = make_store(shared_db_url, tmp_path / "dst")
+    started, go = tmp_path / "started", tmp_path / "go"
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import test_archive
+        from test_archive import make_store, points
+        def slow(params):
+            Path({str(started)!r}).touch()
+            while not Path({str(go)!r}).exists():
+                time.sleep(0.02)
+            Path(params["result_file"]).write_text("run by the live process")
+        test_archive.write_result = slow
+        store = make_store({shared_db_url!r}, Path({str(target.results_dir)!r}))
+        store.run(points()[0])
+        store.close()
+        """
+    )
+    log = tmp_path / "peer.log"
+    with (
+        log.open("wb") as err,
+        subprocess.Popen([sys.executable, "-c", script], stderr=err) as peer,
+    ):
+        try:
+            deadline = time.monotonic() + 60
+            while not started.exists():
+                assert peer.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "the live run never started"
+                time.sleep(0.02)
+            report = target.import_(archive)
+        finally:
+            go.touch()
+        assert peer.wait(timeout=60) == 0, log.read_text()
+    busy = ident(target, points()[0])
+    assert report.busy == [busy]
+    assert len(report.inserted) == 7
+    record = target.retrieve({"id": busy})
+    assert record is not None
+    assert Path(record.result_file).read_text() == "run by the live process"
+    assert target._core.recovery.inspect(full=True).count() == 0
