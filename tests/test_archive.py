@@ -30,7 +30,7 @@ from entropic._storage.claims import Claims
 class Rich(Base):
     """Columns of every kind an archive has to carry exactly."""
 
-    __tablename__ = "rich"
+    __tablename__ = "archive_rich"
 
     n: Mapped[int]
     x: Mapped[float]
@@ -46,7 +46,7 @@ class Rich(Base):
 class Other(Base):
     """A model whose columns an archive of Rich does not fit."""
 
-    __tablename__ = "other"
+    __tablename__ = "archive_other"
 
     n: Mapped[int]
     extra: Mapped[str]

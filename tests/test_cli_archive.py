@@ -20,7 +20,7 @@ from entropic.cli import main
 
 
 class Wave(Base):
-    __tablename__ = "wave"
+    __tablename__ = "cli_archive_wave"
 
     K: Mapped[float]
     n: Mapped[int]
@@ -29,7 +29,7 @@ class Wave(Base):
 
 
 class Other(Base):
-    __tablename__ = "other"
+    __tablename__ = "cli_archive_other"
 
     x: Mapped[int]
 
@@ -109,7 +109,7 @@ def test_export_then_import_into_an_empty_database_both_ways(
         capsys, "export", "--db", url_a, "--results", str(tmp_path / "res_a"), "--to", str(archive)
     )
     assert (status, err) == (0, "")
-    assert f"exported 4 row(s) of wave to {archive}" in out
+    assert f"exported 4 row(s) of cli_archive_wave to {archive}" in out
 
     res_b = tmp_path / "res_b"
     status, out, err = entropic(
@@ -118,7 +118,7 @@ def test_export_then_import_into_an_empty_database_both_ways(
     assert (status, err) == (0, "")
     report = json.loads(out)
     assert sorted(report["inserted"]) == sorted(expected)
-    assert report["table"] == "wave"
+    assert report["table"] == "cli_archive_wave"
     assert report["replaced"] == report["kept"] == report["busy"] == []
 
     with Store(write, Wave, res_b, ".txt", url_b) as target:
@@ -214,14 +214,14 @@ def test_errors_are_one_line_and_status_2(
         str(tmp_path / "other"),
     )
     assert status == 2
-    one_error(err, "holds the result files of table 'other', not 'wave'")
+    one_error(err, "holds the result files of table 'cli_archive_other', not 'cli_archive_wave'")
     assert not new_db.exists()
 
     # A table of another model in the database: the archive does not fit it.
     status, _, err = entropic(
         capsys,
         "import", str(archive), "--db", f"sqlite:///{tmp_path / 'o.sqlite3'}",
-        "--table", "other", "--results", str(tmp_path / "other"),
+        "--table", "cli_archive_other", "--results", str(tmp_path / "other"),
     )  # fmt: skip
     assert status == 2
     one_error(err, "that the table lacks")

@@ -16,7 +16,7 @@ xr = pytest.importorskip("xarray")
 
 
 class Grid(Base):
-    __tablename__ = "grid"
+    __tablename__ = "xarray_grid"
 
     a: Mapped[int]
     b: Mapped[float]
@@ -72,7 +72,7 @@ def test_a_full_grid_has_one_dimension_per_varying_column(store: Store[Grid]) ->
             assert point["result_file"].item() == record.result_file
     assert ds["count"].dtype == np.int64  # whole numbers at every point stay ints
     assert ds["elapsed_seconds"].dtype == np.float64
-    assert ds.attrs["entropic_table"] == "grid"
+    assert ds.attrs["entropic_table"] == "xarray_grid"
 
 
 def test_missing_grid_points_are_nan(store: Store[Grid]) -> None:
