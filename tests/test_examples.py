@@ -1,4 +1,4 @@
-"""Both examples on a small grid: a summary line, a PNG plot, all cache hits the second time."""
+"""The examples on a small grid: a summary line, a PNG plot, all cache hits the second time."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ pytest.importorskip(
 )
 
 
-def run_example(name: str, out: Path) -> tuple[int, int, int, int]:
+def run_example(name: str, out: Path, png_name: str = "logistic.png") -> tuple[int, int, int, int]:
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / name), "--small", "--out", str(out)],
         capture_output=True,
@@ -33,7 +33,7 @@ def run_example(name: str, out: Path) -> tuple[int, int, int, int]:
     assert result.returncode == 0, result.stderr
     match = SUMMARY.search(result.stdout)
     assert match, result.stdout
-    png = out / "logistic.png"
+    png = out / png_name
     assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert png.stat().st_size > 10_000
     points, cached, ran, failed = (int(group) for group in match.groups())
@@ -63,4 +63,16 @@ def test_dask_sweep_runs_on_a_local_cluster(
 ) -> None:
     out = tmp_path / "dask"
     assert run_example("dask_sweep.py", out) == (12, 0, 12, 0)
+    assert stored_rows(out, capsys) == 12
+
+
+def test_xarray_grid_reads_the_sweep_as_a_dataset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("xarray", reason="the example needs xarray (pip install .[examples])")
+    out = tmp_path / "xarray"
+    assert run_example("xarray_grid.py", out, "xarray_grid.png") == (12, 0, 12, 0)
+    # The same store as logistic_sweep.py: its grid is all cache hits now.
+    assert run_example("logistic_sweep.py", out) == (12, 12, 0, 0)
+    assert run_example("xarray_grid.py", out, "xarray_grid.png") == (12, 12, 0, 0)
     assert stored_rows(out, capsys) == 12

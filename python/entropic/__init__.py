@@ -2,7 +2,9 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from entropic._storage.archive import ExportReport, ImportReport
 from entropic.errors import (
+    ArchiveError,
     DispatchError,
     MissingResultError,
     ParamsDepthError,
@@ -25,9 +27,12 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "ArchiveError",
     "Base",
     "DispatchError",
+    "ExportReport",
     "Failure",
+    "ImportReport",
     "Mapped",
     "MissingResultError",
     "ParamsDepthError",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ArchiveError",
     "DispatchError",
     "MissingResultError",
     "ParamsDepthError",
@@ -86,3 +87,7 @@ class DispatchError(RuntimeError):
 
 class ResultsDirError(ValueError):
     """A results_dir holds the result files of another table; each table needs its own."""
+
+
+class ArchiveError(ValueError):
+    """An archive cannot be imported (damaged, or not fit for the store); nothing was written."""

@@ -9,14 +9,15 @@ configuration and reopens its engine wherever it is unpickled.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy.engine import Engine
 
 from entropic import sweep as sweeps
-from entropic._storage import query
+from entropic._storage import archive, grid_view, query
+from entropic._storage.archive import ExportReport, ImportReport
 from entropic._storage.core import StoreCore
 from entropic.models import Base, Failure
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Executor
 
     import pandas as pd
+    import xarray as xr
     from distributed import Client
 
 __all__ = ["ModelT", "Runner", "Store"]
@@ -168,3 +170,52 @@ class Store(Generic[ModelT]):
     def to_pandas(self, **equals: Any) -> pd.DataFrame:
         """The rows ``find(**equals)`` would return as a DataFrame (needs pandas)."""
         return query.to_pandas(self._core.index, equals)
+
+    def to_xarray(
+        self,
+        dims: Sequence[str] | None = None,
+        *,
+        read: Callable[[str], Any] | Mapping[str, Callable[[str], Any]] | None = None,
+        **where: Any,
+    ) -> xr.Dataset:
+        """The rows ``find(**where)`` would return as an N-dimensional Dataset (needs xarray).
+
+        Its dimensions are ``dims`` (by default the parameter columns that vary), its
+        coordinates their sorted values; custom_data values (and ``read(result_file)``
+        of each row, if given) are its variables, NaN where the grid has no row. See
+        docs/store.md.
+        """
+        return grid_view.to_xarray(self._core.index, where, dims=dims, read=read)
+
+    # -- archives --------------------------------------------------------------------------
+
+    def export(self, path: str | Path, **where: Any) -> ExportReport:
+        """Write the rows ``find(**where)`` would return, and their files, to a new archive.
+
+        ``path`` must not exist; a name ending in ``.gz``, ``.bz2`` or ``.xz`` is
+        compressed. Rows whose result file is gone are left out and reported. See
+        docs/archives.md.
+        """
+        core = self._core
+        index = core.index
+        conditions = query.conditions(
+            index.table, where, owner=core.schema.name, dialect=index.dialect
+        )
+        return archive.export_archive(index, path, suffix=core.disk.suffix, conditions=conditions)
+
+    def import_(self, path: str | Path, *, explicit_ids: bool = False) -> ImportReport:
+        """Merge an archive into this store; a newer row already here is never overwritten.
+
+        The whole archive is checked first (members, checksums, ids recomputed from
+        the parameters, values against this model): if anything is wrong,
+        ``ArchiveError`` says what and nothing is written. Rows with explicit ids
+        are imported only with ``explicit_ids=True``. See docs/archives.md.
+        """
+        core = self._core
+        plan = archive.check_import(
+            core.index, path, suffix=core.disk.suffix, explicit_ids=explicit_ids
+        )
+        try:
+            return archive.apply_import(plan, core.index, core.disk)
+        finally:
+            plan.close()

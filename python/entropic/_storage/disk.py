@@ -25,6 +25,7 @@ moved or deleted.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import secrets
@@ -36,7 +37,7 @@ from collections.abc import Iterator
 from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from entropic._storage.codec import decode_line, decode_sidecar, encode_sidecar
 
@@ -319,6 +320,40 @@ class Disk:
         )
 
     # -- result files ----------------------------------------------------------------------
+
+    def write_result(self, run_id: str, source: BinaryIO, size: int, sha256: str) -> None:
+        """Copy ``size`` bytes of ``source`` to the result file of ``run_id``, whole or not at all.
+
+        The bytes go to a file in ``.entropic/tmp`` that replaces the result file only
+        if it holds exactly ``size`` bytes whose SHA-256 is ``sha256``; else ValueError,
+        and nothing in results_dir changed.
+        """
+        tmp_fd = self._fd("tmp")
+        name = f"{run_id[:64]}.{secrets.token_hex(6)}.tmp"
+        fd = os.open(name, _CREATE_FLAGS, 0o644, dir_fd=tmp_fd)
+        try:
+            digest = hashlib.sha256()
+            written = 0
+            try:
+                while chunk := source.read(min(1 << 20, size - written) or 1):
+                    digest.update(chunk)
+                    write_all(fd, chunk)
+                    written += len(chunk)
+                    if written > size:
+                        break
+            finally:
+                os.close(fd)
+            if written != size or digest.hexdigest() != sha256:
+                raise ValueError(
+                    f"the file of run {run_id} changed while it was copied: it no longer has "
+                    f"the size and SHA-256 it was checked against"
+                )
+            os.replace(
+                name, f"{run_id}{self.suffix}", src_dir_fd=tmp_fd, dst_dir_fd=self._fd("root")
+            )
+        except BaseException:
+            _unlink(name, tmp_fd)
+            raise
 
     def discard_result(self, run_id: str) -> None:
         """Remove the result file of ``run_id`` if there is one (a partial file of a failed run)."""

@@ -4,9 +4,9 @@
 parameters, so a user can check an id from a shell script or from another
 language. ``entropic hash -`` reads JSON Lines on stdin and prints one id a line.
 
-``ls``, ``failures``, ``info`` and ``check`` open a store from its database URL
-(``--db``) and results folder (``--results``) alone: the table is reflected, so
-no model class is needed. See docs/cli.md.
+``ls``, ``failures``, ``info``, ``check``, ``export`` and ``import`` open a store
+from its database URL (``--db``) and results folder (``--results``) alone: the
+table is reflected, so no model class is needed. See docs/cli.md.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from entropic._storage.index import secrets_of
-from entropic.cli import check, show
+from entropic.cli import archive, check, show
 from entropic.cli import hash as hash_command
 from entropic.cli.format import CLIError, first_line
 
@@ -173,6 +173,7 @@ def parser() -> argparse.ArgumentParser:
         help="with --repair: also delete rows whose file is gone",
     )
     check_cmd.set_defaults(func=check.run)
+    archive.add_parsers(sub, store, files, output)
     return root
 
 
