@@ -154,6 +154,10 @@ params_strategy = st.dictionaries(plain_keys, values, max_size=6)
 
 def numpy_values() -> st.SearchStrategy[Any]:
     np = pytest.importorskip("numpy")
+
+    class FieldArray(np.ndarray):  # type: ignore[type-arg]
+        """An array subclass defined outside numpy."""
+
     return st.one_of(
         st.integers(-(2**62), 2**62).map(np.int64),
         st.floats(width=32).map(np.float32),
@@ -161,6 +165,7 @@ def numpy_values() -> st.SearchStrategy[Any]:
         st.booleans().map(np.bool_),
         st.lists(st.integers(-1000, 1000), max_size=8).map(lambda xs: np.array(xs, dtype=np.int32)),
         st.lists(st.floats(), max_size=6).map(lambda xs: np.array(xs, dtype=np.float64)),
+        st.lists(st.floats(), max_size=6).map(lambda xs: np.array(xs).view(FieldArray)),
     )
 
 
@@ -203,6 +208,62 @@ def test_backends_agree_on_errors(params: dict[str, Any]) -> None:
 def test_backends_agree_on_numpy(data: st.DataObject) -> None:
     params = data.draw(st.dictionaries(plain_keys, numpy_values(), max_size=4))
     assert_agree(params)
+
+
+def _implementations() -> list[Callable[[Any], str]]:
+    return [_pyhash.hash_params, *([_core.hash_params] if _core is not None else [])]
+
+
+def test_numpy_array_subclasses_are_hashed_in_full() -> None:
+    # str() of a large array elides its middle, so a subclass defined outside numpy
+    # (whose type's __module__ is not numpy's) once hashed two different arrays alike.
+    np = pytest.importorskip("numpy")
+
+    class Field(np.ndarray):  # type: ignore[type-arg]
+        pass
+
+    assert Field.__module__ == __name__
+    plain = np.zeros(10_000)
+    changed = plain.copy()
+    changed[5_000] = 1.0
+    for hash_params in _implementations():
+        a, b = hash_params({"f": plain.view(Field)}), hash_params({"f": changed.view(Field)})
+        assert a != b
+        assert a == hash_params({"f": plain})
+        assert b == hash_params({"f": changed}) == hash_params({"f": changed.tolist()})
+    assert_agree({"f": changed.view(Field), "g": [plain.view(Field)]})
+
+
+def test_numpy_scalar_subclasses_hash_as_their_value() -> None:
+    np = pytest.importorskip("numpy")
+
+    class Count(np.int32):
+        pass
+
+    for hash_params in _implementations():
+        assert hash_params({"n": Count(5)}) == hash_params({"n": 5})
+    assert_agree({"n": Count(-7), "xs": [Count(1), np.int64(2)]})
+
+
+NO_NUMPY_SCRIPT = textwrap.dedent(
+    """
+    import enum, sys
+    import entropic
+    from entropic import _pyhash
+    class Mode(enum.Enum):
+        FAST = "fast"
+    params = {"m": Mode.FAST, "s": {1, 2}, "o": type("Named", (), {"__str__": lambda s: "x"})()}
+    ids = {_pyhash.hash_params(params), entropic.hash_params(params)}
+    print(len(ids), "numpy" in sys.modules)
+    """
+)
+
+
+def test_hashing_never_imports_numpy() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", NO_NUMPY_SCRIPT], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["1", "False"]
 
 
 @given(st.dictionaries(number_keys, st.one_of(st.none(), st.integers(), texts), max_size=12))

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -86,10 +87,12 @@ def _normalize(value: Any, path: str, depth: int) -> Any:
     # Rule 4: int, bool, str and None are kept (json writes subclasses as their base type).
     if value is None or isinstance(value, (int, str)):
         return value
-    # Rule 5 (entropic extension): numpy scalars and arrays hash as their full .tolist().
-    module = type(value).__module__
-    if module == "numpy" or module.startswith("numpy."):
-        return _normalize(value.tolist(), path, depth)
+    # Rule 5 (entropic extension): numpy arrays and scalars, subclasses included, hash
+    # as their full .tolist(). Decided by type: numpy's own str() elides large arrays.
+    numpy_types = _numpy_types()
+    if numpy_types and issubclass(type(value), numpy_types):
+        _check_depth(path, depth)
+        return _normalize(value.tolist(), path, depth + 1)
     # Rule 6 (entropic extension): sets become lists sorted by each element's canonical text.
     if isinstance(value, (set, frozenset)):
         _check_depth(path, depth)
@@ -111,6 +114,14 @@ def _normalize(value: Any, path: str, depth: int) -> Any:
             f"strings, lists, dicts) or give {name} a __str__ that describes its content"
         )
     return text
+
+
+def _numpy_types() -> tuple[type, ...]:
+    """numpy's array and scalar base classes, if the program has imported numpy."""
+    numpy = sys.modules.get("numpy")
+    if numpy is None:
+        return ()
+    return (numpy.ndarray, numpy.generic)
 
 
 def _check_depth(path: str, depth: int) -> None:

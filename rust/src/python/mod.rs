@@ -3,12 +3,13 @@
 //! `walk` applies the rules of docs/hashing.md to Python objects and writes the
 //! canonical JSON as it goes, `dict` orders and walks dict entries, `cache` keeps a
 //! thread's buffers and the texts it can reuse between calls, `text` reads Python
-//! strings and ints as bytes, and `errors` raises entropic's exceptions. This module
-//! holds the functions Python calls.
+//! strings and ints as bytes, `numpy` finds numpy's types without importing it, and
+//! `errors` raises entropic's exceptions. This module holds the functions Python calls.
 
 mod cache;
 mod dict;
 mod errors;
+mod numpy;
 mod text;
 mod walk;
 

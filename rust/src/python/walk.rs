@@ -16,6 +16,7 @@ use pyo3::types::{PyDict, PyString, PyType};
 
 use super::cache::Scratch;
 use super::errors::to_pyerr;
+use super::numpy;
 use super::text::{bytes_of_str, has_address, int_repr, type_name};
 use crate::canonical::push_key_segment;
 use crate::error::HashError;
@@ -198,10 +199,11 @@ impl<'py> Walker<'py> {
                 return self.write_str_obj(obj);
             }
             let value = Bound::from_borrowed_ptr(self.py, obj);
-            // Rule 5: numpy scalars and arrays hash as their .tolist().
-            if self.is_numpy(&value)? {
+            // Rule 5: numpy arrays and scalars (by type) hash as their .tolist().
+            if numpy::is_array_or_scalar(self.py, obj)? {
+                self.check_depth(depth)?;
                 let listed = value.call_method0(intern!(self.py, "tolist"))?;
-                return self.walk(listed.as_ptr(), depth);
+                return self.walk(listed.as_ptr(), depth + 1);
             }
             // Rule 6: sets become lists sorted by each member's canonical text.
             if ffi::PyAnySet_Check(obj) != 0 {
@@ -244,20 +246,6 @@ impl<'py> Walker<'py> {
                 self.walk(obj, 0)
             }
         }
-    }
-
-    fn is_numpy(&self, value: &Bound<'py, PyAny>) -> PyResult<bool> {
-        let module = value.get_type().getattr(intern!(self.py, "__module__"))?;
-        if let Ok(name) = module.cast::<PyString>() {
-            let name = name.to_cow()?;
-            return Ok(name == "numpy" || name.starts_with("numpy."));
-        }
-        if module.eq("numpy")? {
-            return Ok(true);
-        }
-        module
-            .call_method1(intern!(self.py, "startswith"), ("numpy.",))?
-            .is_truthy()
     }
 
     pub(super) fn write_str_obj(&mut self, obj: *mut ffi::PyObject) -> PyResult<()> {
