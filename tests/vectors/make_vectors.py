@@ -168,6 +168,8 @@ CASES: list[tuple[str, Any]] = [
         {"a": np_("float64", [f(0.5), f(1.0), f(0.1 + 0.2)], subclass=True)},
     ),
     ("numpy scalar subclass defined outside numpy", {"n": np_("int32", 5, True, True)}),
+    ("error: numpy longdouble scalar", {"x": np_("longdouble", f(0.1), scalar=True)}),
+    ("error: numpy clongdouble array", {"x": [np_("clongdouble", [f(1.0)])]}),
     ("nesting at the bound", {"x": nest(255, 1)}),
     ("error: nesting past the bound", {"x": nest(256, 1)}),
     ("error: params not a mapping", [1, 2]),

@@ -25,6 +25,8 @@ from typing import Any
 
 __all__ = ["decode", "python_only"]
 
+#: numpy dtypes whose values no Python number holds (``.tolist()`` gives numpy values).
+_NUMPY_ONLY = ("longdouble", "clongdouble")
 _ENUM_BASES: dict[str, type | None] = {"plain": None, "str": str, "int": int, "float": float}
 
 
@@ -90,6 +92,8 @@ def python_only(tagged: Any) -> bool:
     if len(tagged) == 1:
         ((tag, body),) = tagged.items()
         if tag == "$object":
+            return True
+        if tag == "$numpy" and body["dtype"] in _NUMPY_ONLY:
             return True
         if tag == "$dict":
             return any(

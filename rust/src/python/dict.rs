@@ -231,7 +231,7 @@ impl<'py> Walker<'py> {
             }
             e.sort.write_json(&mut self.s.out);
             self.s.out.push(b':');
-            self.s.path.push(Step::Key(e.key, e.sort));
+            self.s.path.push(Step::Key(e.sort));
             let result = if e.value.is_null() {
                 // A dict subclass: the reference reads `value[key]`, through its __getitem__.
                 // SAFETY: both objects are alive; the item is a new reference held here.

@@ -18,7 +18,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 
 use crate::digest::{id_bytes, ID_LEN};
-use crate::MAX_DEPTH;
+use crate::{MAX_DEPTH, MAX_NESTED_CALLS};
 use walk::Walker;
 
 fn id_string<'py>(py: Python<'py>, canonical: &[u8]) -> PyResult<Bound<'py, PyString>> {
@@ -34,7 +34,7 @@ fn id_string<'py>(py: Python<'py>, canonical: &[u8]) -> PyResult<Bound<'py, PySt
 #[pyfunction]
 #[pyo3(signature = (params))]
 fn hash_params<'py>(py: Python<'py>, params: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
-    let mut walker = Walker::new(py);
+    let mut walker = Walker::new(py)?;
     walker.params(params)?;
     id_string(py, &walker.s.out)
 }
@@ -43,7 +43,7 @@ fn hash_params<'py>(py: Python<'py>, params: &Bound<'py, PyAny>) -> PyResult<Bou
 #[pyfunction]
 #[pyo3(signature = (params))]
 fn hash_many<'py>(py: Python<'py>, params: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
-    let mut walker = Walker::new(py);
+    let mut walker = Walker::new(py)?;
     let mut ids: Vec<Bound<'py, PyString>> = Vec::new();
     if let Ok(list) = params.cast_exact::<PyList>() {
         // A list is read by index, as its iterator would (the length is re-read each step).
@@ -70,7 +70,7 @@ fn canonical_json<'py>(
     py: Python<'py>,
     params: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyString>> {
-    let mut walker = Walker::new(py);
+    let mut walker = Walker::new(py)?;
     walker.params(params)?;
     // SAFETY: canonical JSON is ASCII.
     unsafe {
@@ -86,6 +86,7 @@ fn canonical_json<'py>(
 #[pyo3(name = "_core")]
 fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_DEPTH", MAX_DEPTH)?;
+    m.add("MAX_NESTED_CALLS", MAX_NESTED_CALLS)?;
     m.add_function(wrap_pyfunction!(hash_params, m)?)?;
     m.add_function(wrap_pyfunction!(hash_many, m)?)?;
     m.add_function(wrap_pyfunction!(canonical_json, m)?)?;

@@ -2,9 +2,10 @@
 //! that has not imported numpy cannot hold a numpy value.
 
 use pyo3::ffi;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyType};
+use pyo3::types::{PyDict, PyString, PyType};
 
 /// `numpy.ndarray` and `numpy.generic`, kept once the program has imported numpy.
 static TYPES: PyOnceLock<[Py<PyType>; 2]> = PyOnceLock::new();
@@ -36,4 +37,21 @@ fn find(py: Python<'_>) -> PyResult<Option<[Py<PyType>; 2]>> {
     let ndarray = numpy.getattr("ndarray")?.cast_into::<PyType>()?.unbind();
     let generic = numpy.getattr("generic")?.cast_into::<PyType>()?.unbind();
     Ok(Some([ndarray, generic]))
+}
+
+/// True if `value`'s type says it comes from numpy (`__module__` is `numpy` or starts
+/// with `numpy.`), read as the reference reads it.
+pub(super) fn defined_in_numpy(value: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = value.py();
+    let module = value.get_type().getattr(intern!(py, "__module__"))?;
+    if let Ok(name) = module.cast::<PyString>() {
+        let name = name.to_cow()?;
+        return Ok(name == "numpy" || name.starts_with("numpy."));
+    }
+    if module.eq("numpy")? {
+        return Ok(true);
+    }
+    module
+        .call_method1(intern!(py, "startswith"), ("numpy.",))?
+        .is_truthy()
 }

@@ -5,6 +5,7 @@
 //! code; everything else is checked as `entropic._pyhash` checks it, in the same order,
 //! so both backends report the same first error.
 
+use std::cell::Cell;
 use std::mem::ManuallyDrop;
 
 use pyo3::exceptions::PyValueError;
@@ -12,7 +13,7 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyString, PyType};
+use pyo3::types::{PyDict, PyType};
 
 use super::cache::Scratch;
 use super::errors::to_pyerr;
@@ -23,14 +24,15 @@ use crate::error::HashError;
 use crate::json::{write_i64, write_str};
 use crate::keys::KeyRef;
 use crate::value::Text;
-use crate::MAX_DEPTH;
+use crate::{MAX_DEPTH, MAX_NESTED_CALLS};
 
 static MAPPING_ABC: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 /// One step of the key path, rendered only when an error is raised.
 #[derive(Clone, Copy)]
 pub(super) enum Step {
-    Key(*mut ffi::PyObject, KeyRef<'static>),
+    /// A dict key, borrowed from its entry (which keeps the key alive).
+    Key(KeyRef<'static>),
     Index(usize),
     SetItem,
 }
@@ -58,20 +60,33 @@ pub(super) struct Walker<'py> {
     deferred: Option<PyErr>,
 }
 
+thread_local! {
+    /// Walkers alive on this thread: more than one when a value's method hashes.
+    static CALLS: Cell<usize> = const { Cell::new(0) };
+}
+
 impl Drop for Walker<'_> {
     fn drop(&mut self) {
+        CALLS.set(CALLS.get() - 1);
         // SAFETY: `self.s` is not used again after this.
         Scratch::give_back(unsafe { ManuallyDrop::take(&mut self.s) });
     }
 }
 
 impl<'py> Walker<'py> {
-    pub(super) fn new(py: Python<'py>) -> Self {
-        Walker {
+    /// A walker, unless `MAX_NESTED_CALLS` are running on this thread already: each may
+    /// nest `MAX_DEPTH` levels on the stack, so their number is bounded too.
+    pub(super) fn new(py: Python<'py>) -> PyResult<Self> {
+        let calls = CALLS.get();
+        if calls >= MAX_NESTED_CALLS {
+            return Err(to_pyerr(py, HashError::NestedCalls));
+        }
+        CALLS.set(calls + 1);
+        Ok(Walker {
             py,
             s: ManuallyDrop::new(Scratch::take()),
             deferred: None,
-        }
+        })
     }
 
     /// Write the canonical JSON of a whole parameter set into `self.s.out`.
@@ -97,10 +112,7 @@ impl<'py> Walker<'py> {
     }
 
     pub(super) fn error(&self, make: impl FnOnce(Text) -> HashError) -> PyErr {
-        match self.render_path() {
-            Ok(path) => to_pyerr(self.py, make(path)),
-            Err(e) => e,
-        }
+        to_pyerr(self.py, make(self.render_path()))
     }
 
     pub(super) fn check_depth(&self, depth: usize) -> PyResult<()> {
@@ -110,40 +122,24 @@ impl<'py> Walker<'py> {
         Ok(())
     }
 
-    fn render_path(&self) -> PyResult<Text> {
+    /// The path of the value being walked; a str key (of a subclass too) by its text.
+    fn render_path(&self) -> Text {
         let mut out = b"params".to_vec();
         for step in &self.s.path {
-            match *step {
-                // SAFETY: the key is kept alive by its entry while the path holds it.
-                Step::Key(key, sort) => unsafe {
-                    if ffi::PyUnicode_Check(key) != 0 && ffi::PyUnicode_CheckExact(key) == 0 {
-                        // The reference builds f'["{key}"]', which calls format() on a subclass.
-                        let spec = PyString::new(self.py, "");
-                        let formatted = Bound::from_owned_ptr_or_err(
-                            self.py,
-                            ffi::PyObject_Format(key, spec.as_ptr()),
-                        )?;
-                        let (bytes, owner) = bytes_of_str(formatted.as_ptr())?;
-                        out.extend_from_slice(b"[\"");
-                        out.extend_from_slice(bytes);
-                        out.extend_from_slice(b"\"]");
-                        ffi::Py_XDECREF(owner);
-                    } else {
-                        push_key_segment(&mut out, &sort);
-                    }
-                },
+            match step {
+                Step::Key(sort) => push_key_segment(&mut out, sort),
                 Step::Index(i) => {
                     out.push(b'[');
-                    write_i64(&mut out, i as i64);
+                    write_i64(&mut out, *i as i64);
                     out.push(b']');
                 }
                 Step::SetItem => out.extend_from_slice(b"[set item]"),
             }
         }
-        Ok(Text::from_bytes(out).unwrap_or_default())
+        Text::from_bytes(out).unwrap_or_default()
     }
 
-    // Recursion is bounded: containers and `.value` unwrapping check the depth first.
+    // Recursion is bounded: containers, numpy and `.value` unwrapping check the depth first.
     pub(super) fn walk(&mut self, obj: *mut ffi::PyObject, depth: usize) -> PyResult<()> {
         // SAFETY: `obj` is a live object, kept alive by the caller for the whole call.
         unsafe {
@@ -203,7 +199,16 @@ impl<'py> Walker<'py> {
             if numpy::is_array_or_scalar(self.py, obj)? {
                 self.check_depth(depth)?;
                 let listed = value.call_method0(intern!(self.py, "tolist"))?;
+                if numpy::is_array_or_scalar(self.py, listed.as_ptr())? {
+                    let type_name = type_name(&value)?;
+                    return Err(self.error(|path| HashError::NumpyNotPython { path, type_name }));
+                }
                 return self.walk(listed.as_ptr(), depth + 1);
+            }
+            // Other numpy objects (dtypes, ufuncs, generators) are not values to hash.
+            if numpy::defined_in_numpy(&value)? {
+                let type_name = type_name(&value)?;
+                return Err(self.error(|path| HashError::NumpyNotAValue { path, type_name }));
             }
             // Rule 6: sets become lists sorted by each member's canonical text.
             if ffi::PyAnySet_Check(obj) != 0 {
@@ -243,7 +248,14 @@ impl<'py> Walker<'py> {
             } else if tp == &raw mut ffi::PyLong_Type {
                 self.write_int(obj)
             } else {
-                self.walk(obj, 0)
+                self.s.out.extend_from_slice(if obj == ffi::Py_None() {
+                    b"null"
+                } else if obj == ffi::Py_True() {
+                    b"true"
+                } else {
+                    b"false"
+                });
+                Ok(())
             }
         }
     }
