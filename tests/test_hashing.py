@@ -154,6 +154,10 @@ params_strategy = st.dictionaries(plain_keys, values, max_size=6)
 
 def numpy_values() -> st.SearchStrategy[Any]:
     np = pytest.importorskip("numpy")
+
+    class FieldArray(np.ndarray):  # type: ignore[type-arg]
+        """An array subclass defined outside numpy."""
+
     return st.one_of(
         st.integers(-(2**62), 2**62).map(np.int64),
         st.floats(width=32).map(np.float32),
@@ -161,6 +165,7 @@ def numpy_values() -> st.SearchStrategy[Any]:
         st.booleans().map(np.bool_),
         st.lists(st.integers(-1000, 1000), max_size=8).map(lambda xs: np.array(xs, dtype=np.int32)),
         st.lists(st.floats(), max_size=6).map(lambda xs: np.array(xs, dtype=np.float64)),
+        st.lists(st.floats(), max_size=6).map(lambda xs: np.array(xs).view(FieldArray)),
     )
 
 
@@ -203,6 +208,192 @@ def test_backends_agree_on_errors(params: dict[str, Any]) -> None:
 def test_backends_agree_on_numpy(data: st.DataObject) -> None:
     params = data.draw(st.dictionaries(plain_keys, numpy_values(), max_size=4))
     assert_agree(params)
+
+
+def _implementations() -> list[Callable[[Any], str]]:
+    return [_pyhash.hash_params, *([_core.hash_params] if _core is not None else [])]
+
+
+def test_numpy_array_subclasses_are_hashed_in_full() -> None:
+    # str() of a large array elides its middle, so a subclass defined outside numpy
+    # (whose type's __module__ is not numpy's) once hashed two different arrays alike.
+    np = pytest.importorskip("numpy")
+
+    class Field(np.ndarray):  # type: ignore[type-arg]
+        pass
+
+    assert Field.__module__ == __name__
+    plain = np.zeros(10_000)
+    changed = plain.copy()
+    changed[5_000] = 1.0
+    for hash_params in _implementations():
+        a, b = hash_params({"f": plain.view(Field)}), hash_params({"f": changed.view(Field)})
+        assert a != b
+        assert a == hash_params({"f": plain})
+        assert b == hash_params({"f": changed}) == hash_params({"f": changed.tolist()})
+    assert_agree({"f": changed.view(Field), "g": [plain.view(Field)]})
+
+
+def test_numpy_scalar_subclasses_hash_as_their_value() -> None:
+    np = pytest.importorskip("numpy")
+
+    class Count(np.int32):
+        pass
+
+    for hash_params in _implementations():
+        assert hash_params({"n": Count(5)}) == hash_params({"n": 5})
+    assert_agree({"n": Count(-7), "xs": [Count(1), np.int64(2)]})
+
+
+def test_numpy_values_without_a_python_value_are_refused() -> None:
+    # A longdouble's .tolist() is a longdouble: the compiled core once recursed on it
+    # until the stack overflowed, the reference until RecursionError.
+    np = pytest.importorskip("numpy")
+    cases = {
+        'params["x"]': np.longdouble(0.1),
+        'params["c"]["z"]': {"z": np.clongdouble(1 + 2j)},
+        'params["a"][0]': np.array([1.0, 2.0], dtype=np.longdouble),
+        'params["m"]': np.array(np.longdouble(2)),
+    }
+    for path, value in cases.items():
+        key = path.split('"')[1]
+        params = {key: value}
+        result = assert_agree(params)
+        assert result[:2] == ("error", errors.ParamsTypeError), result
+        assert result[2].startswith(f"cannot hash {path}: a numpy ")
+        assert "has no exact Python value" in result[2]
+        assert "float(value)" in result[2]
+
+
+def test_numpy_objects_that_are_not_values_are_refused() -> None:
+    np = pytest.importorskip("numpy")
+    for value in (np.add, np.dtype("f8"), np.random.default_rng(0), np.finfo(np.float64)):
+        result = assert_agree({"x": [value]})
+        assert result[:2] == ("error", errors.ParamsTypeError), value
+        assert result[2].startswith('cannot hash params["x"][0]: a numpy ')
+        assert "is neither an array nor a scalar" in result[2]
+        assert "str(value)" in result[2]
+    # numpy's classes themselves are types, hashed by their str() like any class.
+    assert assert_agree({"t": np.float64}) == ("ok", '{"t":"<class \'numpy.float64\'>"}')
+
+
+def test_hash_calls_inside_hash_calls_are_bounded() -> None:
+    class Again:
+        """A __str__ that hashes itself again: unbounded re-entry."""
+
+        def __init__(self, hash_params: Callable[[Any], str]) -> None:
+            self.hash_params = hash_params
+
+        def __str__(self) -> str:
+            return self.hash_params({"again": self})
+
+    class Once:
+        def __str__(self) -> str:
+            return hashing.hash_params({"inner": 1})
+
+    for hash_params in _implementations():
+        with pytest.raises(errors.ParamsDepthError, match="hash calls are nested more than 8"):
+            hash_params({"x": Again(hash_params)})
+        assert hash_params({"x": Once()}) == _pyhash.hash_params(
+            {"x": hashing.hash_params({"inner": 1})}
+        )
+
+
+class ClaimsToBe:
+    """An object whose __class__ says dict (or float): the rules go by its real type."""
+
+    def __init__(self, claimed: type) -> None:
+        self.claimed = claimed
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return self.claimed
+
+    def __str__(self) -> str:
+        return f"claims {self.claimed.__name__}"
+
+
+def test_rules_go_by_type_not_by_a_claimed_class() -> None:
+    np = pytest.importorskip("numpy")
+    for claimed in (dict, list, float, int, set, np.ndarray):
+        result = assert_agree({"v": ClaimsToBe(claimed), "k": {"a": ClaimsToBe(claimed)}})
+        assert result[0] == "ok", result
+        assert f'"claims {claimed.__name__}"' in result[1]
+
+
+def test_dict_subclass_keys_are_read_once() -> None:
+    class NoLen(dict[str, Any]):
+        def __len__(self) -> int:
+            raise RuntimeError("no len")
+
+    class OnlySome(dict[str, Any]):
+        def __iter__(self) -> Iterator[str]:
+            return iter(["b"])
+
+    assert assert_agree({"d": NoLen(b=1, a=2)}) == ("ok", '{"d":{"a":2,"b":1}}')
+    assert assert_agree({"d": OnlySome(a=1, b=2)}) == ("ok", '{"d":{"b":2}}')
+
+
+STACK_SCRIPT = textwrap.dedent(
+    """
+    import sys, threading
+    from entropic import _core
+    def deep(n):
+        value = 1
+        for i in range(n):
+            value = {"k": value} if i % 2 else [value]
+        return value
+    class Again:
+        def __str__(self):
+            return _core.hash_params({"again": [deep(200), self]})
+    out = []
+    def run():
+        out.append(_core.hash_params({"x": deep(255)}))
+        try:
+            _core.hash_params({"x": Again()})
+        except Exception as exc:
+            out.append(type(exc).__name__)
+    threading.stack_size(int(sys.argv[1]))
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    print(*out)
+    """
+)
+
+
+@needs_core
+def test_the_compiled_walk_fits_a_small_thread_stack() -> None:
+    # MAX_DEPTH levels take about 200 KB of stack; MAX_NESTED_CALLS walks of 200 levels
+    # each stay within a 2 MiB thread stack (Linux's default is 8 MiB).
+    out = subprocess.run(
+        [sys.executable, "-c", STACK_SCRIPT, str(2 * 1024 * 1024)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[1:] == ["ParamsDepthError"]
+
+
+NO_NUMPY_SCRIPT = textwrap.dedent(
+    """
+    import enum, sys
+    import entropic
+    from entropic import _pyhash
+    class Mode(enum.Enum):
+        FAST = "fast"
+    params = {"m": Mode.FAST, "s": {1, 2}, "o": type("Named", (), {"__str__": lambda s: "x"})()}
+    ids = {_pyhash.hash_params(params), entropic.hash_params(params)}
+    print(len(ids), "numpy" in sys.modules)
+    """
+)
+
+
+def test_hashing_never_imports_numpy() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", NO_NUMPY_SCRIPT], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["1", "False"]
 
 
 @given(st.dictionaries(number_keys, st.one_of(st.none(), st.integers(), texts), max_size=12))

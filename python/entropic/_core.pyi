@@ -3,9 +3,10 @@
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-__all__ = ["MAX_DEPTH", "canonical_json", "hash_many", "hash_params"]
+__all__ = ["MAX_DEPTH", "MAX_NESTED_CALLS", "canonical_json", "hash_many", "hash_params"]
 
 MAX_DEPTH: Final[int]
+MAX_NESTED_CALLS: Final[int]
 
 def hash_params(params: Mapping[str, Any]) -> str:
     """Return the 16-hex-character id of one parameter set."""

@@ -12,6 +12,8 @@ import hashlib
 import json
 import math
 import re
+import sys
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -19,8 +21,13 @@ from entropic.errors import ParamsDepthError, ParamsTypeError
 
 __all__ = ["MAX_DEPTH", "canonical_json", "hash_many", "hash_params", "normalize"]
 
-#: Containers (and ``.value`` unwrappings) nested deeper than this are rejected.
+#: Containers (and numpy and ``.value`` unwrappings) nested deeper than this are rejected.
 MAX_DEPTH = 256
+#: Hash calls running inside one another on a thread (a ``__str__`` that hashes) are
+#: bounded too, so the compiled walk's stack is.
+MAX_NESTED_CALLS = 8
+
+_nesting = threading.local()
 
 # A default object repr: "<pkg.Thing object at 0x7f...>". Its address differs
 # in every process, so an id built from it would never hit the cache.
@@ -45,7 +52,22 @@ def canonical_json(params: Mapping[str, Any]) -> str:
 
 def normalize(params: Mapping[str, Any]) -> dict[Any, Any]:
     """Return the normalised form of a parameter set (rules 1-8 of docs/hashing.md)."""
-    if not isinstance(params, dict):
+    calls = getattr(_nesting, "calls", 0)
+    if calls >= MAX_NESTED_CALLS:
+        raise ParamsDepthError(
+            f"cannot hash params: hash calls are nested more than {MAX_NESTED_CALLS} deep "
+            "(a __str__, .value or other method of a value hashes parameters itself); "
+            "pass plain values instead"
+        )
+    _nesting.calls = calls + 1
+    try:
+        return _normalize_params(params)
+    finally:
+        _nesting.calls = calls
+
+
+def _normalize_params(params: Mapping[str, Any]) -> dict[Any, Any]:
+    if not issubclass(type(params), dict):
         if not isinstance(params, Mapping):
             raise ParamsTypeError(
                 "params must be a mapping of parameter names to values, not "
@@ -58,13 +80,18 @@ def normalize(params: Mapping[str, Any]) -> dict[Any, Any]:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    # Normalised dicts are built in canonical key order and hold only builtin values, so
+    # this prints json.dumps(value, sort_keys=True, ...) without running any code of the
+    # keys' types again (sorting the items would call their __eq__).
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _normalize(value: Any, path: str, depth: int) -> Any:
+    # Every rule goes by the value's type, never by a __class__ it claims.
+    kind = type(value)
     # Rule 1: dicts keep their keys; values are visited in canonical key order
     # so both backends report the same first error.
-    if isinstance(value, dict):
+    if issubclass(kind, dict):
         _check_depth(path, depth)
         # Plain loops, not comprehensions: one Python frame per level keeps
         # MAX_DEPTH levels well inside the interpreter's recursion limit.
@@ -73,7 +100,7 @@ def _normalize(value: Any, path: str, depth: int) -> Any:
             out[key] = _normalize(value[key], path + _key_segment(key), depth + 1)
         return out
     # Rule 2: lists and tuples become lists, order kept.
-    if isinstance(value, (list, tuple)):
+    if issubclass(kind, (list, tuple)):
         _check_depth(path, depth)
         items: list[Any] = []
         for i, item in enumerate(value):
@@ -81,17 +108,39 @@ def _normalize(value: Any, path: str, depth: int) -> Any:
         return items
     # Rule 3: floats (subclasses included, read as their float value) are
     # rounded to 12 decimal digits, exactly as the builtin round() does.
-    if isinstance(value, float):
+    if issubclass(kind, float):
         return float.__round__(value, 12)
-    # Rule 4: int, bool, str and None are kept (json writes subclasses as their base type).
-    if value is None or isinstance(value, (int, str)):
+    # Rule 4: int, bool, str and None are kept; a subclass becomes its base type's value.
+    if value is None or kind is bool:
         return value
-    # Rule 5 (entropic extension): numpy scalars and arrays hash as their full .tolist().
-    module = type(value).__module__
+    if issubclass(kind, int):
+        return int.__int__(value)
+    if issubclass(kind, str):
+        return str.__str__(value)
+    # Rule 5 (entropic extension): numpy arrays and scalars, subclasses included, hash
+    # as their full .tolist(). Decided by type: numpy's own str() elides large arrays.
+    numpy_types = _numpy_types()
+    if numpy_types and issubclass(kind, numpy_types):
+        _check_depth(path, depth)
+        listed = value.tolist()
+        if issubclass(type(listed), numpy_types):
+            # A longdouble's .tolist() is itself: no Python number holds its value.
+            raise ParamsTypeError(
+                f"cannot hash {path}: a numpy {kind.__name__} has no exact Python value (its "
+                ".tolist() is a numpy value again); convert it first, for example with "
+                "float(value), or complex(value) for a complex one"
+            )
+        return _normalize(listed, path, depth + 1)
+    # Other numpy objects (dtypes, ufuncs, generators) are not values to hash.
+    module = kind.__module__
     if module == "numpy" or module.startswith("numpy."):
-        return _normalize(value.tolist(), path, depth)
+        raise ParamsTypeError(
+            f"cannot hash {path}: a numpy {kind.__name__} is neither an array nor a scalar, "
+            "so it has no canonical value; pass a plain value that stands for it, such as "
+            "str(value)"
+        )
     # Rule 6 (entropic extension): sets become lists sorted by each element's canonical text.
-    if isinstance(value, (set, frozenset)):
+    if issubclass(kind, (set, frozenset)):
         _check_depth(path, depth)
         members: list[Any] = []
         for item in value:
@@ -113,6 +162,14 @@ def _normalize(value: Any, path: str, depth: int) -> Any:
     return text
 
 
+def _numpy_types() -> tuple[type, ...]:
+    """numpy's array and scalar base classes, if the program has imported numpy."""
+    numpy = sys.modules.get("numpy")
+    if numpy is None:
+        return ()
+    return (numpy.ndarray, numpy.generic)
+
+
 def _check_depth(path: str, depth: int) -> None:
     if depth >= MAX_DEPTH:
         raise ParamsDepthError(
@@ -125,11 +182,13 @@ def _sorted_keys(d: dict[Any, Any], path: str) -> list[Any]:
     """Check that json.dumps(sort_keys=True) can order the keys, and return them in that order."""
     kinds: set[str] = set()
     names: set[str] = set()
-    for key in d:
-        if isinstance(key, str):
+    keys: list[Any] = []
+    for key in d:  # once, as the compiled core does (sorted(d) would also call __len__)
+        keys.append(key)
+        if issubclass(type(key), str):
             kinds.add("str")
-        elif isinstance(key, (int, float)):
-            if isinstance(key, float) and math.isnan(key):
+        elif issubclass(type(key), (int, float)):
+            if issubclass(type(key), float) and math.isnan(key):
                 raise ParamsTypeError(
                     f"cannot hash {path}: a NaN dict key cannot be ordered; use a string key"
                 )
@@ -147,14 +206,14 @@ def _sorted_keys(d: dict[Any, Any], path: str) -> list[Any]:
             f"cannot hash {path}: dict keys of types {', '.join(sorted(names))} cannot be "
             "ordered against each other; use keys of one kind (all strings, or all numbers)"
         )
-    return sorted(d)
+    return sorted(keys)
 
 
 def _key_segment(key: Any) -> str:
-    if isinstance(key, str):
-        return f'["{key}"]'
-    if isinstance(key, bool) or key is None:
+    if issubclass(type(key), str):
+        return f'["{str.__str__(key)}"]'
+    if issubclass(type(key), bool) or key is None:
         return f"[{key}]"
-    if isinstance(key, int):
+    if issubclass(type(key), int):
         return f"[{int.__repr__(key)}]"
     return f"[{float.__repr__(key)}]"

@@ -17,9 +17,17 @@ from typing import Any
 from entropic import _pyhash
 from entropic.errors import PurePythonFallbackWarning
 
-__all__ = ["BACKEND", "MAX_DEPTH", "canonical_json", "hash_many", "hash_params"]
+__all__ = [
+    "BACKEND",
+    "MAX_DEPTH",
+    "MAX_NESTED_CALLS",
+    "canonical_json",
+    "hash_many",
+    "hash_params",
+]
 
 MAX_DEPTH: int = _pyhash.MAX_DEPTH
+MAX_NESTED_CALLS: int = _pyhash.MAX_NESTED_CALLS
 
 hash_params: Callable[[Mapping[str, Any]], str]
 hash_many: Callable[[Iterable[Mapping[str, Any]]], list[str]]
@@ -48,10 +56,12 @@ def _load() -> str:
         hash_params, hash_many = _pyhash.hash_params, _pyhash.hash_many
         canonical_json = _pyhash.canonical_json
         return "python"
-    if _core.MAX_DEPTH != MAX_DEPTH:  # pragma: no cover - a build mismatch
+    built = (_core.MAX_DEPTH, _core.MAX_NESTED_CALLS)
+    if built != (MAX_DEPTH, MAX_NESTED_CALLS):  # pragma: no cover - a build mismatch
         raise ImportError(
-            f"entropic._core was built with MAX_DEPTH={_core.MAX_DEPTH}, the Python "
-            f"package expects {MAX_DEPTH}; rebuild with `pip install .`"
+            f"entropic._core was built with MAX_DEPTH, MAX_NESTED_CALLS = {built}, the "
+            f"Python package expects {(MAX_DEPTH, MAX_NESTED_CALLS)}; rebuild with "
+            "`pip install .`"
         )
     hash_params, hash_many, canonical_json = (
         _core.hash_params,

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::value::Text;
-use crate::MAX_DEPTH;
+use crate::{MAX_DEPTH, MAX_NESTED_CALLS};
 
 /// Why a parameter set has no canonical form.
 ///
@@ -15,6 +15,9 @@ pub enum HashError {
     NotAMapping { type_name: Text },
     /// Containers nested deeper than [`MAX_DEPTH`] (Python: `ParamsDepthError`).
     TooDeep { path: Text },
+    /// More than [`MAX_NESTED_CALLS`] hash calls inside one another (Python objects only;
+    /// Python: `ParamsDepthError`).
+    NestedCalls,
     /// A NaN dict key, which has no place in any order (Python: `ParamsTypeError`).
     NanKey { path: Text },
     /// Dict keys of kinds that cannot be compared, e.g. `str` and `int`.
@@ -23,12 +26,18 @@ pub enum HashError {
     BadKeyType { path: Text, type_name: Text },
     /// A value whose `str()` holds a memory address (Python objects only).
     AddressInText { path: Text, type_name: Text },
+    /// A numpy scalar whose `.tolist()` is a numpy value again, such as a `longdouble`
+    /// (Python objects only).
+    NumpyNotPython { path: Text, type_name: Text },
+    /// A numpy object that is neither an array nor a scalar, such as a dtype or a ufunc
+    /// (Python objects only).
+    NumpyNotAValue { path: Text, type_name: Text },
 }
 
 impl HashError {
     /// True for the depth bound (Python `ValueError`), false for the `TypeError` kinds.
     pub fn is_depth(&self) -> bool {
-        matches!(self, HashError::TooDeep { .. })
+        matches!(self, HashError::TooDeep { .. } | HashError::NestedCalls)
     }
 
     /// The message as generalised UTF-8, byte for byte what the Python reference says.
@@ -47,6 +56,12 @@ impl HashError {
                 b": params are nested more than ",
                 MAX_DEPTH.to_string().as_bytes(),
                 b" levels deep (or contain themselves); flatten the structure",
+            ]),
+            HashError::NestedCalls => put(&[
+                b"cannot hash params: hash calls are nested more than ",
+                MAX_NESTED_CALLS.to_string().as_bytes(),
+                b" deep (a __str__, .value or other method of a value hashes parameters \
+                  itself); pass plain values instead",
             ]),
             HashError::NanKey { path } => put(&[
                 b"cannot hash ",
@@ -80,6 +95,23 @@ impl HashError {
                   process; pass plain values (numbers, strings, lists, dicts) or give ",
                 type_name.as_bytes(),
                 b" a __str__ that describes its content",
+            ]),
+            HashError::NumpyNotPython { path, type_name } => put(&[
+                b"cannot hash ",
+                path.as_bytes(),
+                b": a numpy ",
+                type_name.as_bytes(),
+                b" has no exact Python value (its .tolist() is a numpy value again); \
+                  convert it first, for example with float(value), or complex(value) \
+                  for a complex one",
+            ]),
+            HashError::NumpyNotAValue { path, type_name } => put(&[
+                b"cannot hash ",
+                path.as_bytes(),
+                b": a numpy ",
+                type_name.as_bytes(),
+                b" is neither an array nor a scalar, so it has no canonical value; \
+                  pass a plain value that stands for it, such as str(value)",
             ]),
         }
         out

@@ -38,3 +38,8 @@ pub use value::{BigInt, Key, Text, Value};
 /// Containers (and enum `.value` unwrappings) nested deeper than this are rejected,
 /// the same bound as the Python reference.
 pub const MAX_DEPTH: usize = 256;
+
+/// Hash calls running inside one another on a thread (a value's `__str__` that hashes
+/// parameters itself) beyond this many are rejected, the same bound as the Python
+/// reference: each call may nest `MAX_DEPTH` levels, so this bounds the stack too.
+pub const MAX_NESTED_CALLS: usize = 8;

@@ -54,8 +54,11 @@ def enum_of(kind: str, value: Any) -> dict[str, Any]:
     return {"$enum": {"type": kind, "value": value}}
 
 
-def np_(dtype: str, value: Any, scalar: bool = False) -> dict[str, Any]:
-    return {"$numpy": {"dtype": dtype, "value": value, "scalar": scalar}}
+def np_(dtype: str, value: Any, scalar: bool = False, subclass: bool = False) -> dict[str, Any]:
+    body = {"dtype": dtype, "value": value, "scalar": scalar}
+    if subclass:
+        body["subclass"] = True
+    return {"$numpy": body}
 
 
 FLOATS = {
@@ -160,6 +163,13 @@ CASES: list[tuple[str, Any]] = [
     ("numpy float64 is a float", {"x": np_("float64", f(0.1 + 0.2), scalar=True)}),
     ("numpy 2-d array", {"a": np_("int32", [[1, 2, 3], [4, 5, 6]])}),
     ("numpy float array", {"a": np_("float64", [f(0.1), f(1 / 8192), f(math.nan)])}),
+    (
+        "numpy array subclass defined outside numpy",
+        {"a": np_("float64", [f(0.5), f(1.0), f(0.1 + 0.2)], subclass=True)},
+    ),
+    ("numpy scalar subclass defined outside numpy", {"n": np_("int32", 5, True, True)}),
+    ("error: numpy longdouble scalar", {"x": np_("longdouble", f(0.1), scalar=True)}),
+    ("error: numpy clongdouble array", {"x": [np_("clongdouble", [f(1.0)])]}),
     ("nesting at the bound", {"x": nest(255, 1)}),
     ("error: nesting past the bound", {"x": nest(256, 1)}),
     ("error: params not a mapping", [1, 2]),

@@ -11,8 +11,9 @@ the same form. Tags:
 - ``{"$dict": [[key, value], ...]}``: a dict with any keys, in that insertion order.
 - ``{"$enum": {"type": "plain" | "str" | "int" | "float", "value": v}}``: the
   member of a one-member Enum (``str``, ``int``, ``float`` are mixin enums).
-- ``{"$numpy": {"dtype": "int64", "value": v, "scalar": bool}}``: ``np.array(v, dtype)``,
-  or its single element as a numpy scalar.
+- ``{"$numpy": {"dtype": "int64", "value": v, "scalar": bool, "subclass": bool}}``:
+  ``np.array(v, dtype)``, or its single element as a numpy scalar; with ``subclass``
+  (optional, default false), an instance of a subclass defined here, outside numpy.
 - ``{"$nest": {"depth": n, "leaf": v}}``: ``v`` inside ``n`` nested lists.
 - ``{"$object": null}``: an ``object()``, whose ``str()`` holds its address (Python only).
 """
@@ -24,6 +25,8 @@ from typing import Any
 
 __all__ = ["decode", "python_only"]
 
+#: numpy dtypes whose values no Python number holds (``.tolist()`` gives numpy values).
+_NUMPY_ONLY = ("longdouble", "clongdouble")
 _ENUM_BASES: dict[str, type | None] = {"plain": None, "str": str, "int": int, "float": float}
 
 
@@ -63,7 +66,13 @@ def _decode_tag(tag: str, body: Any) -> Any:
         import numpy as np
 
         array = np.array(decode(body["value"]), dtype=body["dtype"])
-        return array[()] if body.get("scalar") else array
+        value = array[()] if body.get("scalar") else array
+        if not body.get("subclass"):
+            return value
+        if body.get("scalar"):
+            # A subclass of the scalar's own type, as a user module would define it.
+            return type("VectorScalar", (type(value),), {})(value)
+        return array.view(type("VectorArray", (np.ndarray,), {}))
     if tag == "$nest":
         value = decode(body["leaf"])
         for _ in range(body["depth"]):
@@ -83,6 +92,8 @@ def python_only(tagged: Any) -> bool:
     if len(tagged) == 1:
         ((tag, body),) = tagged.items()
         if tag == "$object":
+            return True
+        if tag == "$numpy" and body["dtype"] in _NUMPY_ONLY:
             return True
         if tag == "$dict":
             return any(

@@ -1,0 +1,215 @@
+//! What a thread keeps between calls: the reusable buffers, the texts of recent floats
+//! and the shape (key order and key text) of the last flat dict.
+//!
+//! A sweep hashes many dicts with the same keys and, often, repeated values; these
+//! caches turn the second and later of them into copies of text already made.
+
+use std::cell::Cell;
+use std::ptr;
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+use super::dict::Entry;
+use super::walk::{is_leaf, Step, Walker};
+use crate::float::write_round12_repr;
+use crate::MAX_DEPTH;
+
+/// Buffers kept between calls on one thread, so a call allocates nothing in the common case.
+#[derive(Default)]
+pub(super) struct Scratch {
+    /// The canonical text of the parameter set being walked.
+    pub(super) out: Vec<u8>,
+    /// The entries of every dict being walked, innermost last.
+    pub(super) entries: Vec<Entry>,
+    /// The key path of the value being walked.
+    pub(super) path: Vec<Step>,
+    shape: Shape,
+    leaves: Vec<*mut ffi::PyObject>,
+    floats: FloatCache,
+}
+
+/// Recently written floats by bit pattern: sweeps repeat the same values (a grid's
+/// points, fixed settings), and copying their text beats formatting it again.
+struct FloatCache {
+    slots: [(u64, u8, [u8; SHORT]); 64],
+}
+
+impl Default for FloatCache {
+    fn default() -> Self {
+        FloatCache {
+            slots: [(0, 0, [0; SHORT]); 64],
+        }
+    }
+}
+
+/// Longest text copied with one fixed-size move (a float's repr, a flat dict's key prefix).
+const SHORT: usize = 32;
+
+/// Append `text[..len]` with one fixed-size copy (`len <= SHORT`).
+fn push_short(out: &mut Vec<u8>, text: &[u8; SHORT], len: usize) {
+    debug_assert!(len <= SHORT);
+    out.reserve(SHORT);
+    // SAFETY: SHORT bytes are reserved past the end; only `len` of them become part of it.
+    unsafe {
+        let end = out.len();
+        ptr::copy_nonoverlapping(text.as_ptr(), out.as_mut_ptr().add(end), SHORT);
+        out.set_len(end + len);
+    }
+}
+
+/// The key order of the last flat dict seen: a sweep hashes many dicts with the same
+/// key objects in the same insertion order, so their sort and key text are reused.
+///
+/// Holds strong references to its keys (so no other object can reuse their addresses);
+/// they are released when the shape is replaced, and deliberately never at exit.
+#[derive(Default)]
+struct Shape {
+    /// Exact-str keys in insertion order.
+    keys: Vec<*mut ffi::PyObject>,
+    /// For each sorted position, the insertion index of its key.
+    order: Vec<usize>,
+    /// For each sorted position, what precedes its value: `{` or `,`, the key's JSON
+    /// text and `:`, with its length.
+    prefixes: Vec<([u8; SHORT], usize)>,
+}
+
+impl Shape {
+    fn release(&mut self) {
+        for &key in &self.keys {
+            // SAFETY: each key was increfed when stored; callers hold the GIL.
+            unsafe { ffi::Py_DECREF(key) };
+        }
+        self.keys.clear();
+        self.order.clear();
+        self.prefixes.clear();
+    }
+}
+
+/// Buffer capacity (bytes of canonical text) kept per thread between calls.
+const KEPT_CAPACITY: usize = 1 << 16;
+
+thread_local! {
+    static SCRATCH: Cell<Option<Box<Scratch>>> = const { Cell::new(None) };
+}
+
+impl Scratch {
+    /// The thread's scratch, or a new one when a call on this thread already holds it.
+    pub(super) fn take() -> Box<Scratch> {
+        SCRATCH.with(Cell::take).unwrap_or_default()
+    }
+
+    /// Give the scratch back to the thread, emptied and trimmed to a typical size.
+    pub(super) fn give_back(mut s: Box<Scratch>) {
+        s.out.clear();
+        s.entries.clear();
+        s.path.clear();
+        s.leaves.clear();
+        // Keep what a typical parameter set needs, not what the largest one took.
+        s.out.shrink_to(KEPT_CAPACITY);
+        s.entries.shrink_to(KEPT_CAPACITY / 64);
+        s.path.shrink_to(MAX_DEPTH + 1);
+        s.leaves.shrink_to(KEPT_CAPACITY / 64);
+        // A re-entrant call (a __str__ that hashes) took a fresh Scratch; keep the latest.
+        if let Some(mut older) = SCRATCH.with(|cell| cell.replace(Some(s))) {
+            older.shape.release();
+        }
+    }
+}
+
+impl Walker<'_> {
+    /// Write `repr(round(x, 12))`, from the cache when `x` was written lately.
+    pub(super) fn write_float(&mut self, x: f64) {
+        let bits = x.to_bits();
+        let index = (bits.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize;
+        let s = &mut **self.s;
+        let slot = &mut s.floats.slots[index];
+        if slot.0 == bits && slot.1 > 0 {
+            push_short(&mut s.out, &slot.2, usize::from(slot.1));
+            return;
+        }
+        let start = s.out.len();
+        write_round12_repr(&mut s.out, x);
+        let text = &s.out[start..];
+        if text.len() <= SHORT {
+            slot.0 = bits;
+            slot.1 = text.len() as u8;
+            slot.2[..text.len()].copy_from_slice(text);
+        }
+    }
+
+    /// If `obj` (an exact dict) has the remembered shape and only leaf values, write it
+    /// from the shape and return true. Reads nothing else and runs no Python code.
+    pub(super) fn write_known_shape(&mut self, obj: *mut ffi::PyObject) -> PyResult<bool> {
+        let s = &mut *self.s;
+        // SAFETY: `obj` is a live exact dict; borrowed keys and values are used only
+        // while no Python code can run (leaf values are written by plain C calls).
+        unsafe {
+            if ffi::PyDict_Size(obj) as usize != s.shape.keys.len() || s.shape.keys.is_empty() {
+                return Ok(false);
+            }
+            s.leaves.clear();
+            let mut pos: ffi::Py_ssize_t = 0;
+            let mut key = ptr::null_mut();
+            let mut value = ptr::null_mut();
+            let mut i = 0;
+            while ffi::PyDict_Next(obj, &mut pos, &mut key, &mut value) != 0 {
+                if s.shape.keys.get(i) != Some(&key) || !is_leaf(value) {
+                    return Ok(false);
+                }
+                s.leaves.push(value);
+                i += 1;
+            }
+        }
+        for j in 0..self.s.shape.order.len() {
+            let s = &mut *self.s;
+            let (text, len) = &s.shape.prefixes[j];
+            push_short(&mut s.out, text, *len);
+            let value = s.leaves[s.shape.order[j]];
+            self.write_leaf(value)?;
+        }
+        self.s.out.push(b'}');
+        Ok(true)
+    }
+
+    /// Remember the sorted entries `start..` as the shape, if the dict was flat: exact
+    /// str keys (plain UTF-8) and leaf values only.
+    pub(super) fn remember_shape(&mut self, start: usize) {
+        let s = &mut *self.s;
+        let entries = &s.entries[start..];
+        // SAFETY: the entries hold their keys and values alive.
+        let flat = !entries.is_empty()
+            && entries.iter().all(|e| unsafe {
+                ffi::Py_TYPE(e.key) == &raw mut ffi::PyUnicode_Type
+                    && e.owner.is_null()
+                    && !e.value.is_null()
+                    && is_leaf(e.value)
+            });
+        if !flat {
+            return;
+        }
+        let mut prefixes = Vec::with_capacity(entries.len());
+        let mut text = Vec::with_capacity(SHORT);
+        for (j, e) in entries.iter().enumerate() {
+            text.clear();
+            text.push(if j == 0 { b'{' } else { b',' });
+            e.sort.write_json(&mut text);
+            text.push(b':');
+            if text.len() > SHORT {
+                return; // long keys: not worth a shape
+            }
+            let mut slot = [0u8; SHORT];
+            slot[..text.len()].copy_from_slice(&text);
+            prefixes.push((slot, text.len()));
+        }
+        s.shape.release();
+        s.shape.prefixes = prefixes;
+        s.shape.keys.resize(entries.len(), ptr::null_mut());
+        for e in entries {
+            s.shape.keys[e.index] = e.key;
+            // SAFETY: a new strong reference, released by Shape::release.
+            unsafe { ffi::Py_INCREF(e.key) };
+            s.shape.order.push(e.index);
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The `entropic._core` extension: the hash walked straight over Python objects.
+//!
+//! `walk` applies the rules of docs/hashing.md to Python objects and writes the
+//! canonical JSON as it goes, `dict` orders and walks dict entries, `cache` keeps a
+//! thread's buffers and the texts it can reuse between calls, `text` reads Python
+//! strings and ints as bytes, `numpy` finds numpy's types without importing it, and
+//! `errors` raises entropic's exceptions. This module holds the functions Python calls.
+
+mod cache;
+mod dict;
+mod errors;
+mod numpy;
+mod text;
+mod walk;
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyString};
+
+use crate::digest::{id_bytes, ID_LEN};
+use crate::{MAX_DEPTH, MAX_NESTED_CALLS};
+use walk::Walker;
+
+fn id_string<'py>(py: Python<'py>, canonical: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    let id = id_bytes(canonical);
+    // SAFETY: 16 ASCII bytes; a new reference or null with an error set.
+    unsafe {
+        let obj = ffi::PyUnicode_FromStringAndSize(id.as_ptr().cast(), ID_LEN as ffi::Py_ssize_t);
+        Ok(Bound::from_owned_ptr_or_err(py, obj)?.cast_into_unchecked())
+    }
+}
+
+/// Return the 16-hex-character id of one parameter set.
+#[pyfunction]
+#[pyo3(signature = (params))]
+fn hash_params<'py>(py: Python<'py>, params: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
+    let mut walker = Walker::new(py)?;
+    walker.params(params)?;
+    id_string(py, &walker.s.out)
+}
+
+/// Return the ids of many parameter sets, consuming the iterable once, in order.
+#[pyfunction]
+#[pyo3(signature = (params))]
+fn hash_many<'py>(py: Python<'py>, params: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+    let mut walker = Walker::new(py)?;
+    let mut ids: Vec<Bound<'py, PyString>> = Vec::new();
+    if let Ok(list) = params.cast_exact::<PyList>() {
+        // A list is read by index, as its iterator would (the length is re-read each step).
+        let mut i = 0;
+        while i < list.len() {
+            let item = list.get_item(i)?;
+            walker.params(&item)?;
+            ids.push(id_string(py, &walker.s.out)?);
+            i += 1;
+        }
+    } else {
+        for item in params.try_iter()? {
+            walker.params(&item?)?;
+            ids.push(id_string(py, &walker.s.out)?);
+        }
+    }
+    PyList::new(py, ids)
+}
+
+/// Return the canonical JSON text whose SHA-256 is the id of ``params``.
+#[pyfunction]
+#[pyo3(signature = (params))]
+fn canonical_json<'py>(
+    py: Python<'py>,
+    params: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyString>> {
+    let mut walker = Walker::new(py)?;
+    walker.params(params)?;
+    // SAFETY: canonical JSON is ASCII.
+    unsafe {
+        let out = &walker.s.out;
+        let obj =
+            ffi::PyUnicode_FromStringAndSize(out.as_ptr().cast(), out.len() as ffi::Py_ssize_t);
+        Ok(Bound::from_owned_ptr_or_err(py, obj)?.cast_into_unchecked())
+    }
+}
+
+/// entropic's compiled hashing core (see entropic.hashing, which picks the backend).
+#[pymodule]
+#[pyo3(name = "_core")]
+fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("MAX_DEPTH", MAX_DEPTH)?;
+    m.add("MAX_NESTED_CALLS", MAX_NESTED_CALLS)?;
+    m.add_function(wrap_pyfunction!(hash_params, m)?)?;
+    m.add_function(wrap_pyfunction!(hash_many, m)?)?;
+    m.add_function(wrap_pyfunction!(canonical_json, m)?)?;
+    Ok(())
+}
