@@ -48,13 +48,13 @@ SQLITE_BUSY_TIMEOUT_MS = 60_000
 #: Ids bound per ``IN (...)`` statement (and claims per insert), far below every
 #: dialect's bound-parameter limit. The one batch size of every chunked statement.
 ID_CHUNK = 500
-_CAUGHT = (sa.exc.StatementError, UnicodeError)
+_CAUGHT = (sa.exc.StatementError, UnicodeError, OverflowError)
 
 
 def is_row_error(exc: BaseException) -> bool:
     """Whether the database refused a row's values (not a lost connection or a full disk)."""
-    if isinstance(exc, UnicodeError):
-        return True  # a driver that could not encode a value
+    if isinstance(exc, (UnicodeError, OverflowError)):
+        return True  # a driver that could not encode a value (sqlite3: an int beyond 64 bits)
     if isinstance(exc, (sa.exc.IntegrityError, sa.exc.DataError, sa.exc.ProgrammingError)):
         return True
     # Raised while SQLAlchemy processed the values, before the database saw them.
@@ -315,6 +315,7 @@ class Index:
         if self.schema is not None:
             existing = sa.inspect(engine).get_columns(table.name, table.schema)
             refuse_drift(self.schema, existing, engine.dialect)
+            self.schema.adopt(existing)
 
     def _create(self, table: sa.Table) -> None:
         engine = self.engine
