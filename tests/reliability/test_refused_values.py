@@ -590,3 +590,107 @@ def test_a_bare_number_in_a_json_column_reads_back_exactly(
         (found,) = again.find(n=1)
         assert same(found.cfg, value)
         assert same(found.custom_data["v"], value)
+
+
+# -- 4: invalid explicit ids ---------------------------------------------------------------
+
+BAD_IDS = {
+    "lone surrogate": (SURROGATE, "lone surrogate"),
+    "surrogate inside": (f"run{SURROGATE}1", "lone surrogate"),
+    "empty": ("", "is empty"),
+    "too long": ("x" * 240, "longer than 239 bytes"),
+    "too long in bytes": ("é" * 120, "longer than 239 bytes"),
+    "slash": ("a/b", "path separator"),
+    "backslash": ("a\\b", "path separator"),
+    "NUL": ("a\x00b", "NUL"),
+    "dot first": (".hidden", "starts with '.'"),
+}
+ID_ENTRY: dict[str, Callable[[Store[Any], dict[str, Any], Path], object]] = {
+    **PARAMS_ENTRY,
+    "retrieve": lambda s, p, ext: s.retrieve(p),
+    "delete": lambda s, p, ext: s.delete(p, remove_file=True),
+}
+
+
+@pytest.mark.parametrize("via", list(ID_ENTRY))
+@pytest.mark.parametrize("bad", list(BAD_IDS))
+def test_an_invalid_explicit_id_is_a_clear_error_before_anything_runs(
+    seeded: tuple[Store[Rel], Runner, Path], bad: str, via: str
+) -> None:
+    store, runner, external = seeded
+    run_id, problem = BAD_IDS[bad]
+    before = (rows(store), tree(store.results_dir))
+    with pytest.raises(ValueError, match=r"^params\['id'\] ") as info:
+        ID_ENTRY[via](store, {"n": 1, "id": run_id}, external)
+    assert type(info.value) is ValueError  # not the UnicodeEncodeError of a file name
+    message = str(info.value)
+    assert problem in message
+    assert "or leave 'id' out" in message
+    assert runner.calls == [0]
+    assert (rows(store), tree(store.results_dir)) == before
+
+
+@pytest.mark.parametrize(
+    "longest", ["é" * 119 + "x", "\U0001f600" * 59 + "abc"], ids=["2-byte", "4-byte"]
+)
+def test_the_longest_explicit_id_works_everywhere(
+    shared_db_url: str, tmp_path: Path, longest: str
+) -> None:
+    # 239 bytes leave room for a 15-byte file_suffix; every file entropic names after
+    # the id (sidecars, their temporary files, quarantined rows) must fit in 255 bytes.
+    assert len(longest.encode()) == 239
+    results = tmp_path / "r"
+    runner = Runner(late={2: SURROGATE})
+    with guarded_store(shared_db_url, results, runner) as store:
+        record = store.run({"n": 1, "id": longest})
+        assert record.id == longest
+        assert Path(record.result_file).name == f"{longest}.h5"
+        assert [r.id for r in store.sweep([{"n": 1, "id": longest}])] == [longest]
+        assert store.delete({"id": longest}) is True
+        for act in (
+            lambda: store.sweep([{"n": 2, "id": longest}]),  # a journal line
+            lambda: store.run({"n": 2, "id": longest}),  # a sidecar
+        ):
+            with pytest.raises((SweepError, ValueError), match="refused the row"):
+                act()  # refused: its row goes to the quarantine
+        assert store.retrieve({"id": longest}) is None
+    assert [r["id"] for _, r in quarantined(results)] == [longest, longest]
+    with guarded_store(shared_db_url, results, runner) as again:
+        assert again.count() == 0
+    done = check(shared_db_url, results)
+    assert done.returncode == 1
+    assert longest in done.stdout
+
+
+# -- 6: reserved keys are harmless in lookups -----------------------------------------------
+
+RESERVED_JUNK: list[dict[str, Any]] = [
+    {"created_at": "yesterday"},
+    {"result_file": 3},
+    {"result_file": "/etc/passwd"},
+    {"custom_data": [1, 2]},
+    {"custom_data": {"a": SURROGATE}},
+    {"created_at": None, "result_file": None, "custom_data": None},
+    {"created_at": object(), "result_file": object(), "custom_data": object()},
+]
+
+
+@pytest.mark.parametrize("junk", RESERVED_JUNK, ids=lambda j: ",".join(j))
+def test_reserved_keys_in_a_lookup_are_stripped_whatever_their_value(
+    db_url: str, tmp_path: Path, junk: dict[str, Any]
+) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the store's")
+    junk = {k: (str(outside) if v == "/etc/passwd" else v) for k, v in junk.items()}
+    with Store(checked_runner, Rel, results_dir=tmp_path / "r", db_url=db_url) as store:
+        params = {"n": 1, "tag": "t"}
+        record = store.run(params)
+        found = store.retrieve({**params, **junk})
+        assert found is not None
+        assert found.id == record.id
+        assert store.retrieve({"id": record.id, **junk}) is not None
+        assert store.delete({**params, **junk}, remove_file=True) is True
+        assert store.retrieve(params) is None
+        assert not Path(record.result_file).exists()  # its own file, never the one named
+        assert outside.read_text() == "not the store's"
+        assert store.delete({**params, **junk}) is False

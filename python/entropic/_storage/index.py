@@ -93,13 +93,31 @@ def parse_db_url(db_url: object) -> sa.URL:
 _SECRET_QUERY_KEYS = frozenset({"password", "passwd", "sslpassword", "sslkey_password"})
 
 
+#: Stands in for a secret of the query while a URL is rendered (quoting would turn
+#: ``***`` into ``%2A%2A%2A``); letters and digits only, so it is never quoted.
+_MASK_TOKEN = "entropicmasked7f3a9c"
+
+
 def mask_url(url: sa.URL) -> str:
     """``url`` as text with its password masked, in the user part and in the query alike."""
     query = {
-        key: ("***" if key.lower() in _SECRET_QUERY_KEYS else value)
+        key: (_MASK_TOKEN if key.lower() in _SECRET_QUERY_KEYS else value)
         for key, value in url.query.items()
     }
-    return url.set(query=query).render_as_string(hide_password=True)
+    shown = url.set(query=query).render_as_string(hide_password=True)
+    return shown.replace(_MASK_TOKEN, "***")
+
+
+def _password_in_user_part(url: sa.URL) -> sa.URL:
+    """A PostgreSQL URL with ``?password=`` in its query as the same URL with the password
+    in the user part, where SQLAlchemy hides it (in an engine's repr, say); psycopg
+    connects with the same password either way."""
+    if url.get_backend_name() != "postgresql" or "password" not in url.query:
+        return url
+    password = url.query["password"]
+    if not isinstance(password, str):
+        return url  # given twice: left for the driver to judge
+    return url.difference_update_query(["password"]).set(password=password)
 
 
 def secrets_of(url: sa.URL) -> list[str]:
@@ -118,7 +136,7 @@ def is_memory_sqlite(url: sa.URL) -> bool:
 def create_engine(url: sa.URL) -> Engine:
     """The engine entropic uses for ``url``: on SQLite, WAL, a busy timeout and exact JSON."""
     if url.get_backend_name() != "sqlite":
-        return sa.create_engine(url)
+        return sa.create_engine(_password_in_user_part(url))
     if is_memory_sqlite(url):
         # One connection shared by every call, or each call would see a new empty database.
         return sa.create_engine(
