@@ -45,7 +45,8 @@ class MissingResultError(FileNotFoundError):
 
 
 class SchemaDriftError(RuntimeError):
-    """The existing table lacks columns the model declares; it needs an ``ALTER TABLE`` first."""
+    """The existing table does not fit the model: it lacks columns the model declares, or has
+    NOT NULL columns without a default that the model lacks. It needs an ``ALTER TABLE`` first."""
 
 
 class SweepError(RuntimeError):

@@ -30,6 +30,7 @@ from entropic.errors import ParamsDepthError
 __all__ = [
     "FLOAT_TOLERANCE",
     "Rule",
+    "check_json_text",
     "check_text",
     "json_clean",
     "json_default",
@@ -88,6 +89,9 @@ class Rule:
 
     def limit(self, value: Any, where: str) -> None:
         """What only a stored value must respect (range, length, characters)."""
+
+    def stored_as(self, sql_type: object) -> None:
+        """Take in the column's type in the database, where it differs from the model's."""
 
     def match(self, value: Any, where: str) -> Any:
         """An SQL condition matching ``value`` (None matches NULL)."""
@@ -329,6 +333,11 @@ class JsonRule(Rule):
     wants = "JSON: numbers, strings, booleans, None, lists and dicts with string keys"
     matchable = False
 
+    def __init__(self, column: sa.Column[Any], name: str, owner: str, dialect: str) -> None:
+        super().__init__(column, name, owner, dialect)
+        #: Whether the column is JSONB, which refuses lone surrogates and NUL in its text.
+        self.strict = is_jsonb(column.type)
+
     def convert(self, value: Any, where: str) -> Any:
         return json_value(value, where)
 
@@ -338,6 +347,13 @@ class JsonRule(Rule):
             # none_as_null; a filter for None finds both.
             return sa.or_(self.column.is_(None), sa.cast(self.column, sa.Text) == "null")
         return super().match(value, where)
+
+    def limit(self, value: Any, where: str) -> None:
+        if self.strict:
+            check_json_text(value, where)
+
+    def stored_as(self, sql_type: object) -> None:
+        self.strict = self.strict or is_jsonb(sql_type)
 
     def parse(self, text: str) -> Any:
         return json.loads(text)
@@ -386,6 +402,47 @@ def check_text(value: str, where: str, dialect: str) -> None:
             f"{where} = {value!r} contains a NUL character, which PostgreSQL cannot store "
             "in a text column; remove it (or keep the value in a JSON column)"
         )
+
+
+def is_jsonb(sql_type: object) -> bool:
+    """Whether ``sql_type`` is PostgreSQL's JSONB (a model's, or one reflected from a table)."""
+    return getattr(sql_type, "__visit_name__", "") == "JSONB"
+
+
+def check_json_text(value: Any, where: str) -> None:
+    """Refuse JSON holding text JSONB cannot store: a lone surrogate or NUL, in a value or a key.
+
+    A JSON column keeps both as escapes and gives them back exactly; JSONB decodes
+    its text and refuses them, so they are refused here, before anything runs.
+    """
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, str):
+            _check_jsonb_text(item, at)
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                _check_jsonb_text(key, f"the key {key!r} of {at}")
+                stack.append((inner, f"{at}[{key!r}]"))
+        elif isinstance(item, list):
+            stack.extend((inner, f"{at}[{i}]") for i, inner in enumerate(item))
+
+
+def _check_jsonb_text(text: str, where: str) -> None:
+    if "\0" in text:
+        raise ValueError(
+            f"{where} = {text!r} contains a NUL character, which PostgreSQL's JSONB cannot "
+            "store; remove it (a JSON column keeps it)"
+        )
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"{where} = {text!r} contains a lone surrogate ({text[exc.start]!r} at index "
+                f"{exc.start}), which is not valid Unicode and PostgreSQL's JSONB cannot "
+                "store; decode the text properly, or drop the character"
+            ) from None
 
 
 def unwrap_numpy(value: Any) -> Any:

@@ -212,7 +212,9 @@ class StoreCore:
             disk.remove_sidecar(run_id)
             raise ValueError(refused_message(run_id, exc, "", kept="the earlier result")) from exc
         disk.quarantine_sidecar(run_id, refused_message(run_id, exc, ""))
-        raise ValueError(refused_message(run_id, exc, "the quarantine")) from exc
+        message = refused_message(run_id, exc, "the quarantine")
+        log.warning("%s", message)
+        raise ValueError(message) from exc
 
     def _claims(self) -> Claims:
         """The claims single runs of this process use (one owner for the Store's life here)."""

@@ -65,6 +65,8 @@ RESULT_GONE = "its result file is gone"
 TMP_MAX_AGE_SECONDS = 600.0
 #: File names are limited to 255 bytes on the filesystems entropic runs on.
 NAME_MAX = 255
+#: A quarantined file's name, in bytes: its reason file adds REASON_SUFFIX.
+QUARANTINE_NAME_MAX = NAME_MAX - len(REASON_SUFFIX)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -413,7 +415,7 @@ class Disk:
         if text is None:
             return False  # a custom column type: the row goes straight to the database
         tmp_fd = self._fd("tmp")
-        name = f"{run_id[:64]}.{secrets.token_hex(6)}.tmp"
+        name = f"{_clip(run_id, 64)}.{secrets.token_hex(6)}.tmp"
         fd = os.open(name, _CREATE_FLAGS, 0o644, dir_fd=tmp_fd)
         try:
             try:
@@ -539,7 +541,7 @@ class Disk:
         if self.readonly:
             self.odd.append((folder, name, reason))
             return ""
-        target = f"{_stamp()}-{folder}-{name}"[:200]
+        target = _clip(f"{_stamp()}-{folder}-{name}", QUARANTINE_NAME_MAX)
         try:
             os.rename(name, target, src_dir_fd=self._fd(folder), dst_dir_fd=self._fd("quarantine"))
         except FileNotFoundError:
@@ -549,7 +551,7 @@ class Disk:
 
     def quarantine_data(self, label: str, data: bytes, reason: str, run_id: str = "") -> str:
         """Keep ``data`` (journal lines, say) in the quarantine with its reason; its name."""
-        target = f"{_stamp()}-{label}"[:200]
+        target = _clip(f"{_stamp()}-{label}", QUARANTINE_NAME_MAX)
         fd = os.open(target, _CREATE_FLAGS, 0o644, dir_fd=self._fd("quarantine"))
         try:
             write_all(fd, data)
@@ -585,7 +587,7 @@ class Disk:
                     reason = str(data.get("reason", reason))
                     source = str(data.get("from", ""))
                     run_id = str(data.get("id", ""))
-                except (OSError, ValueError, AttributeError):
+                except (OSError, ValueError, AttributeError, RecursionError):
                     pass
             found.append(QuarantineEntry(name, reason, source, run_id))
         return sorted(found, key=lambda entry: entry.name)
@@ -610,7 +612,7 @@ class Disk:
             data = json.loads(self._read("meta", MARKER))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             self._quarantine_from("meta", MARKER, f"an unreadable {MARKER}: {exc}")
             return None
         if not isinstance(data, dict) or not isinstance(data.get("table"), str):
@@ -647,6 +649,14 @@ class Disk:
             return b"".join(chunks)
         finally:
             os.close(fd)
+
+
+def _clip(name: str, limit: int) -> str:
+    """``name`` cut to at most ``limit`` bytes on disk, never inside a character."""
+    raw = os.fsencode(name)
+    if len(raw) <= limit:
+        return name
+    return os.fsdecode(raw[:limit].decode("utf-8", "ignore").encode("utf-8"))
 
 
 def _unlink(name: str, dir_fd: int) -> None:

@@ -48,13 +48,13 @@ SQLITE_BUSY_TIMEOUT_MS = 60_000
 #: Ids bound per ``IN (...)`` statement (and claims per insert), far below every
 #: dialect's bound-parameter limit. The one batch size of every chunked statement.
 ID_CHUNK = 500
-_CAUGHT = (sa.exc.StatementError, UnicodeError)
+_CAUGHT = (sa.exc.StatementError, UnicodeError, OverflowError)
 
 
 def is_row_error(exc: BaseException) -> bool:
     """Whether the database refused a row's values (not a lost connection or a full disk)."""
-    if isinstance(exc, UnicodeError):
-        return True  # a driver that could not encode a value
+    if isinstance(exc, (UnicodeError, OverflowError)):
+        return True  # a driver that could not encode a value (sqlite3: an int beyond 64 bits)
     if isinstance(exc, (sa.exc.IntegrityError, sa.exc.DataError, sa.exc.ProgrammingError)):
         return True
     # Raised while SQLAlchemy processed the values, before the database saw them.
@@ -93,13 +93,31 @@ def parse_db_url(db_url: object) -> sa.URL:
 _SECRET_QUERY_KEYS = frozenset({"password", "passwd", "sslpassword", "sslkey_password"})
 
 
+#: Stands in for a secret of the query while a URL is rendered (quoting would turn
+#: ``***`` into ``%2A%2A%2A``); letters and digits only, so it is never quoted.
+_MASK_TOKEN = "entropicmasked7f3a9c"
+
+
 def mask_url(url: sa.URL) -> str:
     """``url`` as text with its password masked, in the user part and in the query alike."""
     query = {
-        key: ("***" if key.lower() in _SECRET_QUERY_KEYS else value)
+        key: (_MASK_TOKEN if key.lower() in _SECRET_QUERY_KEYS else value)
         for key, value in url.query.items()
     }
-    return url.set(query=query).render_as_string(hide_password=True)
+    shown = url.set(query=query).render_as_string(hide_password=True)
+    return shown.replace(_MASK_TOKEN, "***")
+
+
+def _password_in_user_part(url: sa.URL) -> sa.URL:
+    """A PostgreSQL URL with ``?password=`` in its query as the same URL with the password
+    in the user part, where SQLAlchemy hides it (in an engine's repr, say); psycopg
+    connects with the same password either way."""
+    if url.get_backend_name() != "postgresql" or "password" not in url.query:
+        return url
+    password = url.query["password"]
+    if not isinstance(password, str):
+        return url  # given twice: left for the driver to judge
+    return url.difference_update_query(["password"]).set(password=password)
 
 
 def secrets_of(url: sa.URL) -> list[str]:
@@ -118,7 +136,7 @@ def is_memory_sqlite(url: sa.URL) -> bool:
 def create_engine(url: sa.URL) -> Engine:
     """The engine entropic uses for ``url``: on SQLite, WAL, a busy timeout and exact JSON."""
     if url.get_backend_name() != "sqlite":
-        return sa.create_engine(url)
+        return sa.create_engine(_password_in_user_part(url))
     if is_memory_sqlite(url):
         # One connection shared by every call, or each call would see a new empty database.
         return sa.create_engine(
@@ -315,6 +333,7 @@ class Index:
         if self.schema is not None:
             existing = sa.inspect(engine).get_columns(table.name, table.schema)
             refuse_drift(self.schema, existing, engine.dialect)
+            self.schema.adopt(existing)
 
     def _create(self, table: sa.Table) -> None:
         engine = self.engine

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateColumn
 
 from entropic import hashing
-from entropic._storage.columns import Rule, json_clean, names, rule_for
+from entropic._storage.columns import Rule, check_json_text, is_jsonb, json_clean, names, rule_for
 from entropic._storage.disk import check_id
 from entropic.errors import ReservedColumnError, SchemaDriftError
 from entropic.models import RESERVED_COLUMNS, Base, utcnow
@@ -138,6 +138,8 @@ class Schema:
                 scalar = column.default.arg if column.default is not None else None  # type: ignore[attr-defined]
                 fill[column.key] = scalar
         self.checks = {name: rule.check for name, rule in self.rules.items()}
+        #: Whether the table holds custom_data as JSONB (learnt by ``adopt``).
+        self.strict_custom_data = False
         self.required = frozenset(required)
         self.allowed = frozenset(column_key) | RESERVED
         self.columns_text = ", ".join(sorted(column_key)) or "(no parameter columns)"
@@ -194,7 +196,10 @@ class Schema:
                 "pass extra values as a dict or as keyword arguments"
             )
         merged = {**given, **custom_data} if given else dict(custom_data)
-        return Point(params, key, values, json_clean(merged, "custom_data"), run_id)
+        clean = json_clean(merged, "custom_data")
+        if self.strict_custom_data:
+            check_json_text(clean, "custom_data")
+        return Point(params, key, values, clean, run_id)
 
     def point(self, params: Mapping[str, Any], custom_data: Mapping[str, Any]) -> Point:
         """``prepare``, and the id: the explicit one, else the hash of the params."""
@@ -232,6 +237,18 @@ class Schema:
 
     # -- the table in the database ---------------------------------------------------------
 
+    def adopt(self, existing: Sequence[Mapping[str, Any]]) -> None:
+        """Take in the column types of the table as it exists (a JSON column held as JSONB).
+
+        ``existing`` is what SQLAlchemy's inspector reports; text such a column
+        refuses is then refused by ``prepare``, before anything runs.
+        """
+        stored = {column["name"]: column.get("type") for column in existing}
+        self.strict_custom_data = is_jsonb(stored.get("custom_data"))
+        for rule in self.rules.values():
+            if rule.column.name in stored:
+                rule.stored_as(stored[rule.column.name])
+
     def drift(self, existing: Sequence[Mapping[str, Any]], dialect: Dialect) -> str:
         """What keeps this model from using a table with ``existing`` columns ('' if nothing).
 
@@ -255,18 +272,29 @@ class Schema:
         ]
         problems = []
         if missing:
-            statements = [
-                f"ALTER TABLE {quoted} ADD COLUMN {CreateColumn(column).compile(dialect=dialect)};"
-                for column in missing
+            added = [_add_column(dialect, quoted, column) for column in missing]
+            nullable = [
+                column.name for column, (_, loose) in zip(missing, added, strict=True) if loose
             ]
             problems.append(
                 f"table {table.name!r} lacks column(s) the model {self.name} declares: "
                 f"{', '.join(column.name for column in missing)}. Add them, e.g.\n  "
-                + "\n  ".join(statements)
-                + "\n(a NOT NULL column needs a DEFAULT for the rows already there)"
+                + "\n  ".join(statement for statement, _ in added)
+                + (
+                    f"\n({', '.join(nullable)}: NOT NULL in the model, added nullable, as the "
+                    "rows already there have no value for it; add it NOT NULL DEFAULT <value> "
+                    "instead if the earlier runs stand for one value)"
+                    if nullable
+                    else ""
+                )
             )
         if blocking:
-            fixes = [_drop_not_null(dialect, quoted, name) for name in blocking]
+            fixes = [
+                line
+                for column in existing
+                if column["name"] in blocking
+                for line in _drop_not_null(dialect, quoted, column)
+            ]
             problems.append(
                 f"table {table.name!r} has NOT NULL column(s) without a default that the "
                 f"model {self.name} lacks: {', '.join(blocking)}, so no row of this model "
@@ -279,19 +307,40 @@ class Schema:
         return "\n".join(problems) + "\nFor real schema migrations use Alembic."
 
 
-def _drop_not_null(dialect: Dialect, table: str, name: str) -> str:
-    """A statement that lets ``table`` take rows without column ``name``."""
+def _add_column(dialect: Dialect, table: str, column: sa.Column[Any]) -> tuple[str, bool]:
+    """An ``ADD COLUMN`` of ``column`` that runs on a table with rows; and whether it is
+    added nullable although the model says NOT NULL (it has no default to fill the rows)."""
+    spec = str(CreateColumn(column).compile(dialect=dialect))
+    if column.nullable or column.server_default is not None:
+        return f"ALTER TABLE {table} ADD COLUMN {spec};", False
+    default = column.default
+    if default is not None and default.is_scalar:
+        try:
+            literal = sa.literal(default.arg, column.type).compile(  # type: ignore[attr-defined]
+                dialect=dialect, compile_kwargs={"literal_binds": True}
+            )
+            return f"ALTER TABLE {table} ADD COLUMN {spec} DEFAULT {literal};", False
+        except (sa.exc.CompileError, NotImplementedError, TypeError, ValueError):
+            pass  # no SQL literal for it: added nullable, as below
+    name = dialect.identifier_preparer.format_column(column)
+    return f"ALTER TABLE {table} ADD COLUMN {name} {column.type.compile(dialect=dialect)};", True
+
+
+def _drop_not_null(dialect: Dialect, table: str, column: Mapping[str, Any]) -> list[str]:
+    """Statements, one a line, that let ``table`` take rows without ``column``."""
     quote = dialect.identifier_preparer.quote
-    column = quote(name)
+    name = quote(column["name"])
     if dialect.name != "sqlite":
-        return f"ALTER TABLE {table} ALTER COLUMN {column} DROP NOT NULL;"
-    # SQLite cannot change a column's constraints: a nullable copy replaces it.
-    copy = quote(f"{name}_nullable")
-    return (
-        f"ALTER TABLE {table} ADD COLUMN {copy}; UPDATE {table} SET {copy} = {column}; "
-        f"ALTER TABLE {table} DROP COLUMN {column}; "
-        f"ALTER TABLE {table} RENAME COLUMN {copy} TO {column};"
-    )
+        return [f"ALTER TABLE {table} ALTER COLUMN {name} DROP NOT NULL;"]
+    # SQLite cannot change a column's constraints: a nullable copy of it replaces it.
+    copy = quote(f"{column['name']}_nullable")
+    kind = column["type"].compile(dialect=dialect)
+    return [
+        f"ALTER TABLE {table} ADD COLUMN {copy} {kind};",
+        f"UPDATE {table} SET {copy} = {name};",
+        f"ALTER TABLE {table} DROP COLUMN {name};",
+        f"ALTER TABLE {table} RENAME COLUMN {copy} TO {name};",
+    ]
 
 
 def refuse_drift(schema: Schema, existing: Sequence[Mapping[str, Any]], dialect: Dialect) -> None:

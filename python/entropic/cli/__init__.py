@@ -55,6 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # Anything else (JSON in a row nested too deeply to read, say) is one line too:
+        # the command never ends in a traceback.
+        _fail(f"{type(exc).__name__}: {exc}", secrets)
+        return 2
     return status
 
 
