@@ -163,9 +163,7 @@ class Claims:
                     taken.append(run_id)
                     self.taken_from.add(owner)
         if taken:
-            log.warning(
-                "took over %d point(s) claimed by processes that are gone", len(taken)
-            )
+            log.warning("took over %d point(s) claimed by processes that are gone", len(taken))
         return taken
 
     def releaser(self, ids: list[str]) -> Callable[[Connection], None] | None:
