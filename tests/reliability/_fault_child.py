@@ -10,7 +10,8 @@ Run as ``python -m reliability._fault_child SPEC`` with SPEC a JSON object:
 - ``fsize``: if set, ``RLIMIT_FSIZE`` in bytes (a file may not grow past it: a real
   short write, then EFBIG);
 - ``gate``: if set, each runner call waits until this file is gone, having first
-  created ``<gate>.waiting``;
+  created ``<gate>.waiting``; ``gate_at``: ``"before"`` (the default) it writes its
+  result file, or ``"after"`` (the file complete, before the runner returns);
 - ``log``: if set, a file each finished runner call appends its id to;
 - ``short``: ``{"at": k, "how": "fsize" | "full", "fill": folder, "snapshot": file}``: at
   the k-th runner call, once its file is written, the next journal line can only be
@@ -46,19 +47,27 @@ def payload(params: dict[str, Any], version: int) -> str:
 class VersionRunner:
     """Writes ``<id> n=<n> v=<version>`` (checksummed) and notes the version in custom_data."""
 
-    def __init__(self, version: int, gate: str = "", log: str = "") -> None:
+    def __init__(
+        self, version: int, gate: str = "", log: str = "", gate_at: str = "before"
+    ) -> None:
         self.version = version
         self.gate = gate
+        self.gate_at = gate_at
         self.log = log
 
+    def _wait(self) -> None:
+        Path(f"{self.gate}.waiting").touch()
+        deadline = time.monotonic() + 60
+        while os.path.exists(self.gate) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     def __call__(self, params: dict[str, Any]) -> None:
-        if self.gate:
-            Path(f"{self.gate}.waiting").touch()
-            deadline = time.monotonic() + 60
-            while os.path.exists(self.gate) and time.monotonic() < deadline:
-                time.sleep(0.01)
+        if self.gate and self.gate_at == "before":
+            self._wait()
         params["custom_data"]["v"] = self.version
         write_checked(params["result_file"], payload(params, self.version))
+        if self.gate and self.gate_at == "after":
+            self._wait()
         if self.log:
             fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
@@ -138,7 +147,12 @@ def main(spec_text: str) -> None:
     if spec.get("short") or spec.get("die_at"):
         runner = ShortWriteRunner(spec)
     else:
-        runner = VersionRunner(spec.get("version", 1), spec.get("gate", ""), spec.get("log", ""))
+        runner = VersionRunner(
+            spec.get("version", 1),
+            spec.get("gate", ""),
+            spec.get("log", ""),
+            spec.get("gate_at", "before"),
+        )
     store = Store(
         runner, Rel, results_dir=spec["results"], file_suffix=".txt", db_url=spec["db_url"]
     )
