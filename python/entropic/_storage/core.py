@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from entropic._storage.claims import Claims
 from entropic._storage.disk import Disk
 from entropic._storage.index import ID_CHUNK, Index, parse_db_url
+from entropic._storage.owner import new_owner, release_owner, take_owner
 from entropic._storage.recovery import Recovery
 from entropic._storage.runner import PointRunner, Runner
 from entropic._storage.schema import Point, Schema, check_model
@@ -178,6 +179,15 @@ class StoreCore:
         finished the point meanwhile provides the record (``run_or_retrieve``).
         """
         claims = self._claims()
+        # The owner works only while a run is in progress: a claim a failed run could not
+        # release is stale at once, so a sweep of this process never waits on it.
+        take_owner(claims.owner)
+        try:
+            return self._run_claimed(claims, point, again=again)
+        finally:
+            release_owner(claims.owner)
+
+    def _run_claimed(self, claims: Claims, point: Point, *, again: bool) -> Any:
         record = self._claim_one(claims, point.id, again=again)
         if record is not None:
             return record
@@ -219,7 +229,7 @@ class StoreCore:
     def _claims(self) -> Claims:
         """The claims single runs of this process use (one owner for the Store's life here)."""
         if self._single is None or self._single.pid != os.getpid():
-            self._single = Claims(self.index)
+            self._single = Claims(self.index, owner=new_owner(working=False))
         return self._single
 
     def _claim_one(self, claims: Claims, run_id: str, *, again: bool) -> Any:

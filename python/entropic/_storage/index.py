@@ -191,8 +191,11 @@ def _dialect_insert(dialect: str) -> Callable[[sa.Table], Any] | None:
     return None
 
 
-def upsert(table: sa.Table, dialect: str) -> Any:
-    """INSERT ... ON CONFLICT (id) DO UPDATE for the dialects that have it, else None."""
+def upsert(table: sa.Table, dialect: str, *, newer_only: bool = False) -> Any:
+    """INSERT ... ON CONFLICT (id) DO UPDATE for the dialects that have it, else None.
+
+    With ``newer_only`` a stored row is replaced only by a row with a later created_at.
+    """
     insert = _dialect_insert(dialect)
     if insert is None:
         return None
@@ -202,6 +205,7 @@ def upsert(table: sa.Table, dialect: str) -> Any:
         set_={
             column.key: stmt.excluded[column.key] for column in table.columns if column.key != "id"
         },
+        where=table.c.created_at < stmt.excluded.created_at if newer_only else None,
     )
 
 
@@ -214,14 +218,26 @@ def insert_missing(table: sa.Table, dialect: str) -> Any:
 
 
 def _generic_write(
-    conn: Connection, table: sa.Table, rows: list[dict[str, Any]], *, overwrite: bool
+    conn: Connection,
+    table: sa.Table,
+    rows: list[dict[str, Any]],
+    *,
+    overwrite: bool,
+    newer_only: bool = False,
 ) -> None:
     """Upsert (or insert the missing of) ``rows`` on dialects without ON CONFLICT."""
     for row in rows:
         if overwrite:
             changes = {key: value for key, value in row.items() if key != "id"}
-            result = conn.execute(sa.update(table).where(table.c.id == row["id"]).values(changes))
-            if result.rowcount == 0:
+            update = sa.update(table).where(table.c.id == row["id"])
+            if newer_only:
+                update = update.where(table.c.created_at < row["created_at"])
+            result = conn.execute(update.values(changes))
+            if result.rowcount == 0 and (
+                not newer_only
+                or conn.execute(sa.select(table.c.id).where(table.c.id == row["id"])).first()
+                is None
+            ):
                 conn.execute(sa.insert(table).values(row))
         elif conn.execute(sa.select(table.c.id).where(table.c.id == row["id"])).first() is None:
             conn.execute(sa.insert(table).values(row))
@@ -280,6 +296,7 @@ class Index:
         self._engine: Engine | None = None
         self._pid = -1
         self._upsert = upsert(table, self.dialect)
+        self._upsert_newer = upsert(table, self.dialect, newer_only=True)
         self._insert_missing = insert_missing(table, self.dialect)
         f = FAILURES.c
         self._clear_failures = sa.delete(FAILURES).where(
@@ -367,14 +384,16 @@ class Index:
         clear_failures: Iterable[str] | None = None,
         also: Callable[[Connection], None] | None = None,
         overwrite: bool = True,
+        newer_only: bool = False,
     ) -> list[tuple[dict[str, Any], BaseException]]:
         """One transaction: write ``rows``, clear failure records, record ``failures``.
 
         Failure records are cleared for ``clear_failures`` (by default, the ids of
         ``rows``) and replaced for ``failures``; ``also`` runs in the same
         transaction (a sweep releases its claims there). With ``overwrite=False``
-        rows already in the table are left as they are (a journal's rows may be
-        older than what was written since).
+        rows already in the table are left as they are; with ``newer_only`` a stored
+        row is replaced only by a row whose created_at is later (a journal or a sidecar
+        may hold a run older than what was written since, or newer).
 
         If the database refuses a row's values, the rows are written one by one,
         so one bad row never costs the others: the rows it refused are returned
@@ -385,7 +404,7 @@ class Index:
         clear.extend(failure["id"] for failure in failures)
         try:
             with self.begin_write() as conn:
-                self._write(conn, rows, overwrite=overwrite)
+                self._write(conn, rows, overwrite=overwrite, newer_only=newer_only)
                 self._record_failures(conn, clear, failures)
                 if also is not None:
                     also(conn)
@@ -398,7 +417,7 @@ class Index:
         for row in rows:
             try:
                 with self.begin_write() as conn:
-                    self._write(conn, [row], overwrite=overwrite)
+                    self._write(conn, [row], overwrite=overwrite, newer_only=newer_only)
             except _CAUGHT as exc:
                 if not is_row_error(exc):
                     raise
@@ -413,14 +432,24 @@ class Index:
         log.debug("%s refused %d of %d row(s)", name, len(rejected), len(rows))
         return rejected
 
-    def _write(self, conn: Connection, rows: list[dict[str, Any]], *, overwrite: bool) -> None:
+    def _write(
+        self,
+        conn: Connection,
+        rows: list[dict[str, Any]],
+        *,
+        overwrite: bool,
+        newer_only: bool = False,
+    ) -> None:
         if not rows:
             return
-        statement = self._upsert if overwrite else self._insert_missing
+        if not overwrite:
+            statement = self._insert_missing
+        else:
+            statement = self._upsert_newer if newer_only else self._upsert
         if statement is not None:
             conn.execute(statement, rows)
         else:
-            _generic_write(conn, self.table, rows, overwrite=overwrite)
+            _generic_write(conn, self.table, rows, overwrite=overwrite, newer_only=newer_only)
 
     def _record_failures(
         self, conn: Connection, clear: list[str], failures: Sequence[Mapping[str, Any]]

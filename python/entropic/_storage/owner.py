@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 from entropic.models import utcnow
@@ -33,8 +34,9 @@ CLAIM_TTL_SECONDS = float(os.environ.get("ENTROPIC_CLAIM_TTL", "60"))
 
 HOST = socket.gethostname()[:200]
 
-#: Owners of this process that are still working (a sweep or a run in progress).
-_WORKING: set[str] = set()
+#: Owners of this process that are still working (a sweep or a run in progress), with how
+#: many calls of this process are working under each (threads may share a Store's owner).
+_WORKING: Counter[str] = Counter()
 #: This process's start time, by pid (a forked child has its own).
 _STARTED: dict[int, str] = {}
 
@@ -51,26 +53,31 @@ def proc_start(pid: int) -> tuple[str, bool]:
     return (fields[19] if len(fields) > 19 else ""), (fields[:1] == ["Z"])
 
 
-def new_owner() -> str:
+def new_owner(*, working: bool = True) -> str:
     """A token naming one sweep of this process: host, pid, process start time, a random part.
 
-    The owner counts as working until ``release_owner``: a claim of an owner of
-    this process that is no longer working (a sweep that failed before it could
+    The owner counts as working until ``release_owner`` (with ``working=False``,
+    only between ``take_owner`` and ``release_owner``): a claim of an owner of
+    this process that is not working (a sweep or a run that failed before it could
     release its claims) is stale, so a retry in the same process never waits on it.
     """
     owner = f"{HOST}~{os.getpid()}~{_started()}~{secrets.token_hex(4)}"
-    take_owner(owner)
+    if working:
+        take_owner(owner)
     return owner
 
 
 def take_owner(owner: str) -> None:
-    """Count ``owner`` (of this process) as working."""
-    _WORKING.add(owner)
+    """Count ``owner`` (of this process) as working, once more."""
+    _WORKING[owner] += 1
 
 
 def release_owner(owner: str) -> None:
-    """``owner`` has stopped working: its leftover claims are stale from now on."""
-    _WORKING.discard(owner)
+    """One call working under ``owner`` is done; with none left, its leftover claims are stale."""
+    if _WORKING[owner] > 1:
+        _WORKING[owner] -= 1
+    else:
+        del _WORKING[owner]
 
 
 def _started() -> str:

@@ -7,9 +7,11 @@ compares every row with its file, then ``repair``. What each kind of leftover
 means and what repair does with it:
 
 - a **sidecar** whose result file exists is a finished run the table may lack:
-  its row is written (a bad sidecar is removed: its run's file is gone);
-- a **journal** of a sweep whose process is gone holds finished runs: rows not
-  in the table yet are inserted (a row written since is newer and is kept);
+  its row is written unless the table holds a newer run of the point (a bad
+  sidecar is removed: its run's file is gone);
+- a **journal** of a sweep whose process is gone holds finished runs: its rows
+  are written where the table lacks them or holds an older run (a row written
+  since is newer and is kept);
 - a file **kept aside** without a sidecar belongs to a re-run that died: it is
   put back, so the row points at its intact earlier file;
 - a **claim** of a process that is gone is dropped;
@@ -303,7 +305,9 @@ class Recovery:
             row = disk.finished_sidecar(run_id)
             if row is not None:
                 rows.append(self.spec.stored_row(row))
-        refused = self._write(rows, overwrite=True, source="sidecars")
+        # The newest run of a point wins: a sidecar left by a run that died may be
+        # older than a run committed since (its file is that later run's).
+        refused = self._write(rows, source="sidecars")
         for row in rows:
             run_id = row["id"]
             if run_id in refused:
@@ -327,7 +331,7 @@ class Recovery:
                 for row in rows
                 if disk.owns_result(row["result_file"], row["id"])
             ]
-            refused = self._write(usable, overwrite=False, source="journal")
+            refused = self._write(usable, source="journal")
             # (label, the line, why, the run's id if known) of each line that is not used.
             lost = [
                 (f"line{number}", line + b"\n", f"unreadable journal line {number}: {why}", "")
@@ -350,12 +354,12 @@ class Recovery:
             if usable or lost:
                 done.setdefault("journals_ingested", []).append(name)
 
-    def _write(self, rows: list[dict[str, Any]], *, overwrite: bool, source: str) -> dict[str, str]:
-        """Write ``rows``; the reason for each row the database refused, by id."""
+    def _write(self, rows: list[dict[str, Any]], *, source: str) -> dict[str, str]:
+        """Write ``rows`` over missing or older ones; the reason for each row refused, by id."""
         refused: dict[str, str] = {}
         for i in range(0, len(rows), ID_CHUNK):
             chunk = rows[i : i + ID_CHUNK]
-            for row, exc in self.index.persist(chunk, overwrite=overwrite):
+            for row, exc in self.index.persist(chunk, newer_only=True):
                 reason = f"the database refused the row: {_first_line(exc)}"
                 refused[row["id"]] = reason
                 if source == "sidecars":
@@ -408,7 +412,7 @@ class Recovery:
                 for row in rows
                 if disk.owns_result(row["result_file"], row["id"])
             ]
-            if not usable or self._write(usable, overwrite=entry["from"] == "sidecars", source=""):
+            if not usable or self._write(usable, source=""):
                 continue
             disk.release_quarantined(name)
             done.setdefault("quarantine_ingested", []).append(name)
