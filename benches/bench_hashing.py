@@ -109,3 +109,42 @@ def test_hashing_sweep(benchmark: BenchmarkFixture) -> None:
     assert ratios["hash_many_speedup"] >= GOAL_HASH_MANY, benchmark.extra_info
     assert ratios["hash_params_speedup"] >= GOAL_HASH_PARAMS, benchmark.extra_info
     assert ratios["hash_many_vs_sha256_only"] > GOAL_VS_SHA, benchmark.extra_info
+
+
+def random_float_sweep(n: int) -> list[dict[str, float]]:
+    """Sampled points: six keys of random floats, no value repeated (no cache helps)."""
+    rng = random.Random(20240502)
+    return [{key: rng.random() for key in ("a", "b", "c", "d", "e", "f")} for _ in range(n)]
+
+
+def test_hash_many_random_floats(benchmark: BenchmarkFixture) -> None:
+    """hash_many on sampled floats against the pure-Python reference: ns per dict, ratio.
+
+    Records timings only (no goal is asserted): the float path is round to 12 places,
+    then the shortest round-trip text, for every value.
+    """
+    n = N_SMOKE if benchmark.disabled else N_BENCH
+    params = random_float_sweep(n)
+    ids = benchmark.pedantic(lambda: _core.hash_many(params), rounds=5, iterations=1)
+    assert ids == _pyhash.hash_many(params)
+    assert [_core.hash_params(p) for p in params] == ids
+    if benchmark.disabled:
+        return
+    timings: dict[str, list[float]] = {"rust_hash_many": [], "python_backend": []}
+    for _ in range(ROUNDS):
+        _timed(lambda: _core.hash_many(params), timings["rust_hash_many"])
+        _timed(lambda: _pyhash.hash_many(params), timings["python_backend"])
+    best = {name: min(values) for name, values in timings.items()}
+    ratio = best["python_backend"] / best["rust_hash_many"]
+    benchmark.extra_info.update(
+        {
+            "dicts": n,
+            **{f"{name}_ns_per_dict": round(t / n * 1e9, 1) for name, t in best.items()},
+            "hash_many_speedup": round(ratio, 1),
+            "outputs_agree": True,
+        }
+    )
+    print(
+        f"\n[{n} dicts of 6 random floats] hash_many {best['rust_hash_many'] / n * 1e9:.0f} ns, "
+        f"Python backend {best['python_backend'] / n * 1e9:.0f} ns per dict ({ratio:.1f}x)"
+    )
