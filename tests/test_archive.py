@@ -23,7 +23,7 @@ from sqlalchemy.orm import mapped_column
 
 from conftest import pg_database
 from entropic import ArchiveError, Base, Mapped, Store, expand_grid
-from entropic._storage.archive import apply_import, check_import
+from entropic._storage.archive_import import apply_import, check_import
 from entropic._storage.claims import Claims
 
 

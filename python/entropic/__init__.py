@@ -2,7 +2,8 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from entropic._storage.archive import ExportReport, ImportReport
+from entropic._storage.archive_export import ExportReport
+from entropic._storage.archive_import import ImportReport
 from entropic.errors import (
     ArchiveError,
     DispatchError,

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from sqlalchemy.engine import Engine
 
 from entropic import sweep as sweeps
-from entropic._storage import archive, grid_view, query
-from entropic._storage.archive import ExportReport, ImportReport
+from entropic._storage import archive_export, archive_import, grid_view, query
+from entropic._storage.archive_export import ExportReport
+from entropic._storage.archive_import import ImportReport
 from entropic._storage.core import StoreCore
 from entropic.models import Base, Failure
 
@@ -201,7 +202,9 @@ class Store(Generic[ModelT]):
         conditions = query.conditions(
             index.table, where, owner=core.schema.name, dialect=index.dialect
         )
-        return archive.export_archive(index, path, suffix=core.disk.suffix, conditions=conditions)
+        return archive_export.export_archive(
+            index, path, suffix=core.disk.suffix, conditions=conditions
+        )
 
     def import_(self, path: str | Path, *, explicit_ids: bool = False) -> ImportReport:
         """Merge an archive into this store; a newer row already here is never overwritten.
@@ -212,10 +215,10 @@ class Store(Generic[ModelT]):
         are imported only with ``explicit_ids=True``. See docs/archives.md.
         """
         core = self._core
-        plan = archive.check_import(
+        plan = archive_import.check_import(
             core.index, path, suffix=core.disk.suffix, explicit_ids=explicit_ids
         )
         try:
-            return archive.apply_import(plan, core.index, core.disk)
+            return archive_import.apply_import(plan, core.index, core.disk)
         finally:
             plan.close()

@@ -1,8 +1,9 @@
 """``entropic export`` and ``entropic import``: a store's rows and files in one archive, and back.
 
-The archive format, its checks and the merge are ``entropic._storage.archive``'s:
-this module opens the stores by reflection (``import`` creates the table from
-the archive's manifest where there is none yet) and prints what was done.
+The archive format, its checks and the merge are the storage layer's
+(``archive_format``, ``archive_export``, ``archive_import``): this module opens
+the stores by reflection (``import`` creates the table from the archive's
+manifest where there is none yet) and prints what was done.
 """
 
 from __future__ import annotations
@@ -15,15 +16,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from entropic._storage.archive import (
-    ExportReport,
-    ImportReport,
-    apply_import,
-    check_import,
-    export_archive,
-    read_manifest,
-    table_for,
-)
+from entropic._storage.archive_export import ExportReport, export_archive
+from entropic._storage.archive_format import read_manifest, table_for
+from entropic._storage.archive_import import ImportReport, apply_import, check_import
 from entropic._storage.disk import Disk
 from entropic._storage.index import Index, create_engine, is_memory_sqlite, mask_url, parse_db_url
 from entropic.cli.format import CLIError, first_line, json_line
