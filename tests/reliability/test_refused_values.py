@@ -312,7 +312,7 @@ def test_nul_in_a_str_param_is_stored_exactly_on_sqlite(tmp_path: Path) -> None:
 def given(store: Store[Any], where: str, value: Any, n: int = 1) -> Any:
     """Run point ``n`` with ``value`` given (before the run) in ``where``."""
     if where == "keyword custom_data":
-        return store.run({"n": n}, v=value)
+        return store.run_or_retrieve({"n": n}, v=value)
     if where == "params custom_data":
         return store.run({"n": n, "custom_data": {"v": value}})
     if where == "custom_data key":
