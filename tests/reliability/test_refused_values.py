@@ -312,7 +312,7 @@ def test_nul_in_a_str_param_is_stored_exactly_on_sqlite(tmp_path: Path) -> None:
 def given(store: Store[Any], where: str, value: Any, n: int = 1) -> Any:
     """Run point ``n`` with ``value`` given (before the run) in ``where``."""
     if where == "keyword custom_data":
-        return store.run({"n": n}, v=value)
+        return store.run_or_retrieve({"n": n}, v=value)
     if where == "params custom_data":
         return store.run({"n": n, "custom_data": {"v": value}})
     if where == "custom_data key":
@@ -398,12 +398,10 @@ def test_text_jsonb_refuses_is_refused_before_the_runner(
 # -- 1b: a value refused only after the run ------------------------------------------------
 
 
-def refusing_store(url: str, results: Path, runner: Runner) -> Store[Any]:
-    """A store whose database refuses a row with a lone surrogate in custom_data."""
-    if not is_postgresql(url):
-        return Store(runner, Guarded, results_dir=results, db_url=url)
+def jsonb_store(url: str, results: Path, runner: Runner) -> Store[Jsonb]:
+    """A PostgreSQL store whose custom_data is JSONB, which refuses lone surrogates and NUL."""
     Store(runner, Jsonb, results_dir=results, db_url=url).close()
-    jsonb_custom_data(url, Jsonb)  # JSONB itself refuses it
+    jsonb_custom_data(url, Jsonb)
     return Store(runner, Jsonb, results_dir=results, db_url=url)
 
 
@@ -426,8 +424,9 @@ def test_a_run_whose_row_is_refused_in_a_sweep_costs_only_that_run(
     monkeypatch.setattr(sweep_module, "BATCH_SECONDS", 600.0)  # all eight runs: one batch
     results = tmp_path / "r"
     runner = Runner(late={3: SURROGATE, 5: NUL})
-    make = guarded_store if refuser == "check constraint" else refusing_store
-    store = make(shared_db_url, results, runner)
+    model: type[Base] = Guarded if refuser == "check constraint" else Jsonb
+    make = guarded_store if refuser == "check constraint" else jsonb_store
+    store: Store[Any] = make(shared_db_url, results, runner)
     bad = hash_params({"n": 3})
     points = [{"n": n} for n in range(8)]
     caplog.set_level(logging.WARNING, logger="entropic")
@@ -462,7 +461,7 @@ def test_a_run_whose_row_is_refused_in_a_sweep_costs_only_that_run(
     # A new Store opens (saying nothing more about it), and the good runs are cached.
     caplog.clear()
     runner.calls.clear()
-    with make(shared_db_url, results, runner) as again:
+    with Store(runner, model, results_dir=results, db_url=shared_db_url) as again:
         assert not any(r.levelno >= logging.WARNING for r in caplog.records), caplog.records
         assert again.count() == 8 - len(refused_ids)
         assert read_checked(again.find(n=0)[0].result_file) is not None
@@ -482,7 +481,7 @@ def test_a_quarantined_row_is_indexed_by_repair_once_the_database_accepts_it(
 ) -> None:
     results = tmp_path / "r"
     runner = Runner(late={3: SURROGATE})
-    with refusing_store(pg_url, results, runner) as store, pytest.raises(SweepError):
+    with jsonb_store(pg_url, results, runner) as store, pytest.raises(SweepError):
         store.sweep([{"n": n} for n in range(5)])
     engine = sa.create_engine(pg_url)
     try:
