@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     # entropic's summary line: how many points this task ran and how many its peers did.
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     task = int(os.environ.get("SLURM_ARRAY_TASK_ID", "0"))
     args.out.mkdir(parents=True, exist_ok=True)
     points = grid(args.small)
