@@ -518,6 +518,10 @@ class Disk:
 
     # -- tmp -------------------------------------------------------------------------------
 
+    def list_tmp(self) -> list[str]:
+        """Names of the half-written files in tmp; anything else there goes to the quarantine."""
+        return sorted(self._regular("tmp"))
+
     def clear_tmp(self, max_age: float = TMP_MAX_AGE_SECONDS) -> int:
         """Remove half-written files older than ``max_age`` seconds (a live process writes
         its files in milliseconds, so these belong to one that died); return how many."""
@@ -574,14 +578,14 @@ class Disk:
 
     def list_quarantine(self) -> list[QuarantineEntry]:
         """Everything in the quarantine, each with the reason it was put there."""
-        names = set(self._regular("quarantine"))
+        # Every entry, a symlink or a folder set aside included: each has its reason beside it.
+        names = {entry.name for entry in self._entries("quarantine")}
         found = []
-        for entry in self._entries("quarantine"):
-            name = entry.name
+        for name in names:
             if name.endswith(REASON_SUFFIX) and name[: -len(REASON_SUFFIX)] in names:
                 continue
             reason, source, run_id = "no reason was recorded", "", ""
-            if name in names and f"{name}{REASON_SUFFIX}" in names:
+            if f"{name}{REASON_SUFFIX}" in names:
                 try:
                     data = json.loads(self._read("quarantine", f"{name}{REASON_SUFFIX}"))
                     reason = str(data.get("reason", reason))

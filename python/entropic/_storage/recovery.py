@@ -108,6 +108,7 @@ class Recovery:
         live_owners, dead_owners = self._owners()
         sidecar_ids = disk.list_sidecars()
         aside_ids = disk.list_aside()
+        disk.list_tmp()  # what does not belong in tmp (a symlink) is set aside, or listed
         if full:
             live = self._claimed_ids(None, live_owners)
         else:
