@@ -37,10 +37,11 @@ const ROUND12_LIMIT: f64 = 8192.0;
 /// integer is only wrong when `hi` sits exactly on a half: then `lo` breaks the tie.
 /// When `hi >= 2^52` it is already an integer, rounded from the exact product with
 /// ties to even by the multiplication itself.
+#[inline(always)]
 fn scaled_round12(x: f64) -> u64 {
+    debug_assert!(x.is_finite() && x.abs() < ROUND12_LIMIT);
     let a = x.abs();
     let hi = a * 1e12;
-    let lo = a.mul_add(1e12, -hi);
     // Round to an integer, ties to even: adding and removing 2^52 leaves no fraction
     // bits (in the default rounding mode); from 2^52 on, hi is already an integer.
     const TWO_52: f64 = 4_503_599_627_370_496.0;
@@ -50,8 +51,14 @@ fn scaled_round12(x: f64) -> u64 {
         hi
     };
     let d = hi - r;
-    let q = r as u64;
-    if d.abs() != 0.5 || lo == 0.0 || (lo > 0.0) != (d > 0.0) {
+    // SAFETY: 0 <= r <= 2^53, so the conversion is exact (one instruction, no clamping).
+    let q = unsafe { r.to_int_unchecked::<i64>() } as u64;
+    if d.abs() != 0.5 {
+        return q;
+    }
+    // Only on a half is the exact error needed (without an FMA unit, mul_add is a call).
+    let lo = a.mul_add(1e12, -hi);
+    if lo == 0.0 || (lo > 0.0) != (d > 0.0) {
         q
     } else if d > 0.0 {
         q + 1
@@ -77,6 +84,43 @@ pub fn write_round12_repr(out: &mut Vec<u8>, x: f64) {
         write_small_round12_repr(out, x.is_sign_negative(), q);
         return;
     }
+    out.reserve(SHORT_REPR);
+    // SAFETY: SHORT_REPR bytes are reserved past len; write_fixed_round12 writes at most
+    // that many and len only covers the bytes it wrote.
+    unsafe {
+        let start = out.len();
+        let n = write_fixed_round12(out.as_mut_ptr().add(start), x.is_sign_negative(), q);
+        out.set_len(start + n);
+    }
+}
+
+/// Longest text [`format_round12_short`] writes (`-8191.999999999999` is 18 bytes).
+pub const SHORT_REPR: usize = 24;
+
+/// Write `repr(round(x, 12))` at the start of `buf` and return its length, when `x` takes
+/// the common layout (finite, `1e-4 <= |x| < 2^13`); otherwise return None, leaving `buf`.
+///
+/// The same text as [`write_round12_repr`], for callers that keep it (a cache slot).
+#[inline]
+pub fn format_round12_short(buf: &mut [u8; 32], x: f64) -> Option<usize> {
+    if !x.is_finite() || x.abs() >= ROUND12_LIMIT {
+        return None;
+    }
+    let q = scaled_round12(x);
+    if q < 100_000_000 {
+        return None;
+    }
+    // SAFETY: buf has 32 >= SHORT_REPR bytes.
+    Some(unsafe { write_fixed_round12(buf.as_mut_ptr(), x.is_sign_negative(), q) })
+}
+
+/// Write the fixed layout of `q / 10^12` (`10^8 <= q < 8192 * 10^12`) at `p`, with a
+/// leading `-` if `negative`, and return its length.
+///
+/// # Safety
+/// `p` must be valid for writes of `SHORT_REPR` bytes.
+#[inline(always)]
+unsafe fn write_fixed_round12(p: *mut u8, negative: bool, q: u64) -> usize {
     // q < 8192e12 < 10^16: sixteen digits, the point after the fourth. The digits are
     // made in registers (one byte per digit, most significant first) and written once.
     let high = eight_digits((q / 100_000_000) as u32);
@@ -98,14 +142,10 @@ pub fn write_round12_repr(out: &mut Vec<u8>, x: f64) {
         1
     } as usize;
     const ASCII: u64 = u64::from_ne_bytes(*b"00000000");
-    out.reserve(24);
-    // SAFETY: 24 bytes are reserved past len; every write below stays inside them
-    // (at most 1 + 4 + 1 + 4 + 8 = 18 bytes), and len only covers the bytes meant.
+    // SAFETY (caller): the writes end at most 1 + 4 + 1 + 4 + 8 = 18 bytes past p.
     unsafe {
-        let start = out.len();
-        let p = out.as_mut_ptr().add(start);
         let mut n = 0;
-        if x.is_sign_negative() {
+        if negative {
             *p = b'-';
             n = 1;
         }
@@ -120,7 +160,7 @@ pub fn write_round12_repr(out: &mut Vec<u8>, x: f64) {
         p.add(n + 4)
             .cast::<u64>()
             .write_unaligned((low | ASCII).to_le());
-        out.set_len(start + n + frac_len);
+        n + frac_len
     }
 }
 
@@ -403,7 +443,10 @@ mod tests {
             state ^= state << 17;
             let bits = state & !(1 << 63);
             // Any magnitude below 2^13, and values near exact ties k/2^j + tiny offsets.
-            check(f64::from_bits(bits) % 8192.0);
+            let x = f64::from_bits(bits) % 8192.0;
+            if x.is_finite() {
+                check(x); // scaled_round12 is only defined there
+            }
             let tie = (state >> 40) as f64 / f64::from(1u32 << (state % 24) as u32);
             if tie < 8192.0 {
                 check(tie);
@@ -444,6 +487,14 @@ mod tests {
             write_round12_repr(&mut direct, x);
             write_float_repr(&mut two_step, round12(x));
             assert_eq!(direct, two_step, "x = {x:e}");
+            let mut buf = [b'#'; 32];
+            if let Some(len) = format_round12_short(&mut buf, x) {
+                assert_eq!(&buf[..len], &direct[..], "x = {x:e}");
+                assert!(len <= SHORT_REPR);
+            } else {
+                assert!(!x.is_finite() || x.abs() >= 8192.0 || round12(x).abs() < 1e-4);
+                assert_eq!(buf, [b'#'; 32]);
+            }
         }
     }
 

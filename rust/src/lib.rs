@@ -31,7 +31,7 @@ mod python;
 pub use canonical::{canonical_json, hash_id, normalize};
 pub use digest::{id_of, ID_LEN};
 pub use error::HashError;
-pub use float::{round12, write_float_repr, write_round12_repr};
+pub use float::{format_round12_short, round12, write_float_repr, write_round12_repr, SHORT_REPR};
 pub use json::write_str as write_json_str;
 pub use value::{BigInt, Key, Text, Value};
 

@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 
 use super::dict::Entry;
 use super::walk::{is_leaf, Step, Walker};
-use crate::float::write_round12_repr;
+use crate::float::{format_round12_short, write_round12_repr};
 use crate::MAX_DEPTH;
 
 /// Buffers kept between calls on one thread, so a call allocates nothing in the common case.
@@ -119,6 +119,7 @@ impl Scratch {
 
 impl Walker<'_> {
     /// Write `repr(round(x, 12))`, from the cache when `x` was written lately.
+    #[inline(always)]
     pub(super) fn write_float(&mut self, x: f64) {
         let bits = x.to_bits();
         let index = (bits.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize;
@@ -126,6 +127,13 @@ impl Walker<'_> {
         let slot = &mut s.floats.slots[index];
         if slot.0 == bits && slot.1 > 0 {
             push_short(&mut s.out, &slot.2, usize::from(slot.1));
+            return;
+        }
+        // Usually formatted straight into the slot, then copied like a hit.
+        if let Some(len) = format_round12_short(&mut slot.2, x) {
+            slot.0 = bits;
+            slot.1 = len as u8;
+            push_short(&mut s.out, &slot.2, len);
             return;
         }
         let start = s.out.len();

@@ -25,7 +25,12 @@ fn id_string<'py>(py: Python<'py>, canonical: &[u8]) -> PyResult<Bound<'py, PySt
     let id = id_bytes(canonical);
     // SAFETY: 16 ASCII bytes; a new reference or null with an error set.
     unsafe {
-        let obj = ffi::PyUnicode_FromStringAndSize(id.as_ptr().cast(), ID_LEN as ffi::Py_ssize_t);
+        // Latin-1 decoding of ASCII is a copy: cheaper than UTF-8's checks.
+        let obj = ffi::PyUnicode_DecodeLatin1(
+            id.as_ptr().cast(),
+            ID_LEN as ffi::Py_ssize_t,
+            std::ptr::null(),
+        );
         Ok(Bound::from_owned_ptr_or_err(py, obj)?.cast_into_unchecked())
     }
 }
@@ -46,6 +51,7 @@ fn hash_many<'py>(py: Python<'py>, params: &Bound<'py, PyAny>) -> PyResult<Bound
     let mut walker = Walker::new(py)?;
     let mut ids: Vec<Bound<'py, PyString>> = Vec::new();
     if let Ok(list) = params.cast_exact::<PyList>() {
+        ids.reserve_exact(list.len());
         // A list is read by index, as its iterator would (the length is re-read each step).
         let mut i = 0;
         while i < list.len() {

@@ -43,8 +43,8 @@ pub(super) enum Step {
 /// `obj` must be a live object.
 pub(super) unsafe fn is_leaf(obj: *mut ffi::PyObject) -> bool {
     let tp = ffi::Py_TYPE(obj);
-    tp == &raw mut ffi::PyUnicode_Type
-        || tp == &raw mut ffi::PyFloat_Type
+    tp == &raw mut ffi::PyFloat_Type
+        || tp == &raw mut ffi::PyUnicode_Type
         || tp == &raw mut ffi::PyLong_Type
         || tp == &raw mut ffi::PyBool_Type
         || obj == ffi::Py_None()
