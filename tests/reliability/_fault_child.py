@@ -12,7 +12,9 @@ Run as ``python -m reliability._fault_child SPEC`` with SPEC a JSON object:
 - ``gate``: if set, each runner call waits until this file is gone, having first
   created ``<gate>.waiting``; ``gate_at``: ``"before"`` (the default) it writes its
   result file, or ``"after"`` (the file complete, before the runner returns);
-- ``log``: if set, a file each finished runner call appends its id to;
+- ``log``: if set, a file each runner call appends ``start <id>`` to when it begins and
+  ``end <id>`` once its file is complete; ``<log>.opening`` is created just before the
+  Store is built; ``sleep``: seconds each runner call takes;
 - ``short``: ``{"at": k, "how": "fsize" | "full", "fill": folder, "snapshot": file}``: at
   the k-th runner call, once its file is written, the next journal line can only be
   written in part: ``fsize`` sets ``RLIMIT_FSIZE`` a little past the journal's size,
@@ -48,12 +50,25 @@ class VersionRunner:
     """Writes ``<id> n=<n> v=<version>`` (checksummed) and notes the version in custom_data."""
 
     def __init__(
-        self, version: int, gate: str = "", log: str = "", gate_at: str = "before"
+        self,
+        version: int,
+        gate: str = "",
+        log: str = "",
+        gate_at: str = "before",
+        sleep: float = 0.0,
     ) -> None:
         self.version = version
         self.gate = gate
         self.gate_at = gate_at
         self.log = log
+        self.sleep = sleep
+
+    def _note(self, line: str) -> None:
+        fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{line}\n".encode())
+        finally:
+            os.close(fd)
 
     def _wait(self) -> None:
         Path(f"{self.gate}.waiting").touch()
@@ -62,18 +77,18 @@ class VersionRunner:
             time.sleep(0.01)
 
     def __call__(self, params: dict[str, Any]) -> None:
+        if self.log:
+            self._note(f"start {params['id']}")
         if self.gate and self.gate_at == "before":
             self._wait()
+        if self.sleep:
+            time.sleep(self.sleep)
         params["custom_data"]["v"] = self.version
         write_checked(params["result_file"], payload(params, self.version))
         if self.gate and self.gate_at == "after":
             self._wait()
         if self.log:
-            fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, f"{params['id']}\n".encode())
-            finally:
-                os.close(fd)
+            self._note(f"end {params['id']}")
 
 
 class ShortWriteRunner(VersionRunner):
@@ -152,7 +167,10 @@ def main(spec_text: str) -> None:
             spec.get("gate", ""),
             spec.get("log", ""),
             spec.get("gate_at", "before"),
+            spec.get("sleep", 0.0),
         )
+    if spec.get("log"):
+        Path(f"{spec['log']}.opening").touch()
     store = Store(
         runner, Rel, results_dir=spec["results"], file_suffix=".txt", db_url=spec["db_url"]
     )
