@@ -22,7 +22,7 @@ from entropic._storage.archive_import import ImportReport, apply_import, check_i
 from entropic._storage.disk import Disk
 from entropic._storage.index import Index, create_engine, is_memory_sqlite, mask_url, parse_db_url
 from entropic.cli.format import CLIError, first_line, json_line
-from entropic.cli.opening import Opened, where, with_store
+from entropic.cli.opening import Opened, db_url, where, with_store
 from entropic.errors import ArchiveError
 from entropic.models import RESERVED_COLUMNS
 
@@ -154,13 +154,7 @@ def _import(args: argparse.Namespace) -> int:
     if not archive.is_file():
         raise CLIError(f"no archive at {archive}; give the file `entropic export` wrote")
     manifest = read_manifest(archive)
-    try:
-        url = sa.make_url(args.db)
-    except sa.exc.ArgumentError:
-        raise CLIError(
-            "--db is not a SQLAlchemy database URL; use e.g. sqlite:///db.sqlite3 or "
-            "postgresql+psycopg://user@host/dbname"
-        ) from None
+    url = db_url(args.db)
     if is_memory_sqlite(url):
         raise CLIError(
             "--db names an in-memory SQLite database, which is lost at exit; pass a file"

@@ -23,7 +23,7 @@ from entropic._storage.tables import CLAIMS, FAILURES
 from entropic.cli.format import CLIError, first_line
 from entropic.models import RESERVED_COLUMNS
 
-__all__ = ["Opened", "open_store", "where", "with_store"]
+__all__ = ["Opened", "db_url", "open_store", "where", "with_store"]
 
 OWN_TABLES = (FAILURES.name, CLAIMS.name)
 
@@ -44,15 +44,20 @@ class Opened:
         return self.index.engine
 
 
-def open_store(args: argparse.Namespace) -> Opened:
-    """Connect to ``--db`` and reflect the store's table; CLIError with the fix if that fails."""
+def db_url(text: str) -> sa.URL:
+    """``--db`` read as a SQLAlchemy URL; CLIError with an example if it is not one."""
     try:
-        url = sa.make_url(args.db)
+        return sa.make_url(text)
     except sa.exc.ArgumentError:
         raise CLIError(
             "--db is not a SQLAlchemy database URL; use e.g. sqlite:///db.sqlite3 or "
             "postgresql+psycopg://user@host/dbname"
         ) from None
+
+
+def open_store(args: argparse.Namespace) -> Opened:
+    """Connect to ``--db`` and reflect the store's table; CLIError with the fix if that fails."""
+    url = db_url(args.db)
     shown = mask_url(url)
     if url.get_backend_name() == "sqlite":
         if is_memory_sqlite(url):
