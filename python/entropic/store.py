@@ -9,7 +9,7 @@ configuration and reopens its engine wherever it is unpickled.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -148,6 +148,23 @@ class Store(Generic[ModelT]):
         or with ``fallback=False`` ``DispatchError`` is raised. See docs/sweeps.md.
         """
         return sweeps.sweep(self._core, params, client, progress=progress, fallback=fallback)
+
+    def isweep(
+        self,
+        params: Iterable[dict[str, Any]],
+        client: Client | Executor | None = None,
+        *,
+        progress: bool = False,
+        fallback: bool = True,
+    ) -> Iterator[ModelT]:
+        """``sweep`` as a generator: records in input order, memory bounded by a chunk.
+
+        The input is read, validated, run and persisted a chunk at a time (a bad
+        point stops the stream before anything of its chunk runs); the records of
+        each chunk are yielded once it is persisted. Failed points yield nothing,
+        and ``SweepError`` follows the last record. See docs/sweeps.md.
+        """
+        return sweeps.isweep(self._core, params, client, progress=progress, fallback=fallback)
 
     def failures(self) -> list[Failure]:
         """The recorded failures of points that have not succeeded since, newest first."""

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sized
 from contextlib import contextmanager
 from itertools import islice
 from typing import TYPE_CHECKING, Any
@@ -39,7 +39,7 @@ from entropic.models import utcnow
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-__all__ = ["BATCH_RUNS", "BATCH_SECONDS", "INPUT_CHUNK", "assign_ids", "sweep"]
+__all__ = ["BATCH_RUNS", "BATCH_SECONDS", "INPUT_CHUNK", "assign_ids", "isweep", "sweep"]
 
 log = logging.getLogger("entropic")
 
@@ -65,73 +65,139 @@ def sweep(
 ) -> list[Any]:
     """Run or retrieve every point of ``params``; one record per distinct id, in input order."""
     start = time.perf_counter()
+    _refuse_one_dict(params)
     if client is not None:
         check_client(client)
+    seen: set[str] = set()
+    order: list[str] = []
+    todo: dict[str, Point] = {}
+    records: dict[str, Any] = {}
+    total = missing = 0
     with _gc_paused():
-        order, todo, records, total = _plan(core, params)
+        for chunk in _chunks(iter(params), INPUT_CHUNK):
+            total += len(chunk)
+            fresh, chunk_todo, found, lost = _plan_chunk(core, chunk, seen)
+            order.extend(fresh)
+            todo.update(chunk_todo)
+            records.update(found)
+            missing += lost
+    _say_lost(missing)
     cached = len(records)
-    run = _Run(core, todo, records, progress=progress, total=len(order))
+    run = _Run(core, records, progress=progress, total=len(order))
     try:
         if todo:
-            run.execute(client, fallback=fallback)
+            run.execute(todo, client, fallback=fallback)
     except BaseException:
         run.finish(quietly=True)
         raise
     run.finish()
-    failed = len(run.failures)
-    log.info(
-        "sweep of %d points (%d distinct): %d cached, %d ran, %d failed, "
-        "%d run by other processes%s, in %.3f s",
-        total,
-        len(order),
-        cached,
-        run.ran,
-        failed,
-        run.by_peers,
-        f", {run.fell_back} run here after the client failed" if run.fell_back else "",
-        time.perf_counter() - start,
-    )
+    _log_summary(run, total, len(order), start)
     if run.failures:
         kept = [records[run_id] for run_id in order if run_id in records]
         raise SweepError(_failure_message(run, len(order), cached), run.failures, kept)
     return [records[run_id] for run_id in order]
 
 
-def _plan(
-    core: StoreCore, params: Iterable[dict[str, Any]]
-) -> tuple[list[str], dict[str, Point], dict[str, Any], int]:
-    """Validate and hash the whole input, then find what is cached.
+def isweep(
+    core: StoreCore,
+    params: Iterable[dict[str, Any]],
+    client: Any = None,
+    *,
+    progress: bool = False,
+    fallback: bool = True,
+) -> Iterator[Any]:
+    """``sweep`` as a stream: the records in input order, ``INPUT_CHUNK`` points at a time.
 
-    Returns (distinct ids in input order, points to run by id, cached records, input size).
+    Each chunk is validated, looked up, run and persisted before its records are
+    yielded, so memory is bounded by a chunk (and the set of ids seen, for
+    de-duplication), not by the sweep. A point that fails yields nothing; once the
+    input is done, ``SweepError`` reports every failure (its ``records`` is empty:
+    the others were yielded).
     """
-    if isinstance(params, dict):
+    start = time.perf_counter()
+    _refuse_one_dict(params)
+    if client is not None:
+        check_client(client)
+    size = len(params) if isinstance(params, Sized) else None
+    seen: set[str] = set()
+    total = distinct = cached = 0
+    run = _Run(core, {}, progress=progress, total=size)
+    try:
+        for chunk in _chunks(iter(params), INPUT_CHUNK):
+            total += len(chunk)
+            with _gc_paused():
+                fresh, todo, found, lost = _plan_chunk(core, chunk, seen)
+            _say_lost(lost)
+            distinct += len(fresh)
+            cached += len(found)
+            run.records = found
+            run.add_cached(len(found), len(chunk) - len(fresh))
+            if todo:
+                run.execute(todo, client, fallback=fallback)
+            run.flush()
+            records = run.records
+            run.records = {}
+            for run_id in fresh:
+                record = records.get(run_id)
+                if record is not None:
+                    yield record
+    except BaseException:  # GeneratorExit too: a caller that stops early
+        run.finish(quietly=True)
+        raise
+    run.finish()
+    _log_summary(run, total, distinct, start)
+    if run.failures:
+        raise SweepError(_failure_message(run, distinct, cached, streamed=True), run.failures, [])
+
+
+def _refuse_one_dict(params: object) -> None:
+    if isinstance(params, Mapping):
         raise TypeError(
             "sweep takes an iterable of params dicts, not one dict; wrap it in a list "
             "or use run_or_retrieve"
         )
-    seen: dict[str, None] = {}
-    todo: dict[str, Point] = {}
-    records: dict[str, Any] = {}
-    total = missing = 0
+
+
+def _plan_chunk(
+    core: StoreCore, chunk: list[dict[str, Any]], seen: set[str]
+) -> tuple[list[str], dict[str, Point], dict[str, Any], int]:
+    """Validate and hash one chunk of the input (all of it, before anything of it runs).
+
+    Returns (the ids not seen before, in input order; the points of those to run;
+    the cached records among them; the count of indexed points whose files are lost).
+    """
     prepare = core.schema.prepare
-    for chunk in _chunks(iter(params), INPUT_CHUNK):
-        total += len(chunk)
-        points = [prepare(p, {}) for p in chunk]
-        assign_ids(points)
-        fresh = []
-        for point in points:
-            if point.id not in seen:
-                seen[point.id] = None
-                fresh.append(point)
-        found, lost = core.lookup([point.id for point in fresh])
-        missing += lost
-        records.update(found)
-        for point in fresh:
-            if point.id not in found:
-                todo[point.id] = point
+    points = [prepare(p, {}) for p in chunk]
+    assign_ids(points)
+    fresh: list[Point] = []
+    for point in points:
+        if point.id not in seen:
+            seen.add(point.id)
+            fresh.append(point)
+    ids = [point.id for point in fresh]
+    found, lost = core.lookup(ids)
+    todo = {point.id: point for point in fresh if point.id not in found}
+    return ids, todo, found, lost
+
+
+def _say_lost(missing: int) -> None:
     if missing:
         log.warning("%d indexed points had lost their files; running them again", missing)
-    return list(seen), todo, records, total
+
+
+def _log_summary(run: _Run, total: int, distinct: int, start: float) -> None:
+    log.info(
+        "sweep of %d points (%d distinct): %d cached, %d ran, %d failed, "
+        "%d run by other processes%s, in %.3f s",
+        total,
+        distinct,
+        run.cached,
+        run.ran,
+        len(run.failures),
+        run.by_peers,
+        f", {run.fell_back} run here after the client failed" if run.fell_back else "",
+        time.perf_counter() - start,
+    )
 
 
 def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
@@ -152,14 +218,13 @@ class _Run:
     def __init__(
         self,
         core: StoreCore,
-        todo: dict[str, Point],
         records: dict[str, Any],
         *,
         progress: bool,
-        total: int,
+        total: int | None,
     ) -> None:
         self.core = core
-        self.todo = todo
+        self.todo: dict[str, Point] = {}
         self.records = records
         self.cached = len(records)
         self.claims = Claims(core.index)
@@ -197,8 +262,16 @@ class _Run:
 
     # -- the loop --------------------------------------------------------------------------
 
-    def execute(self, client: Any, *, fallback: bool) -> None:
+    def add_cached(self, cached: int, duplicates: int) -> None:
+        """Count the cached points (and input duplicates) of the next chunk of a stream."""
+        self.cached += cached
+        if self.bar is not None and cached + duplicates:
+            self._postfix(refresh=False)
+            self.bar.update(cached + duplicates)
+
+    def execute(self, todo: dict[str, Point], client: Any, *, fallback: bool) -> None:
         """Run every point of ``todo`` once across all processes sharing the store."""
+        self.todo = todo
         self.claims.start_heartbeat()
         ids = list(self.todo)
         waiting: list[str] = []
@@ -464,13 +537,14 @@ def _text(text: str) -> str:
     return text.replace("\0", "\\0")
 
 
-def _failure_message(run: _Run, distinct: int, cached: int) -> str:
+def _failure_message(run: _Run, distinct: int, cached: int, *, streamed: bool = False) -> str:
     failed = len(run.failures)
     params, exc = run.failures[0]
+    others = "were yielded" if streamed else "are in .records"
     return (
         f"{failed} of {distinct} distinct points failed ({run.ran} ran, {cached} cached, "
         f"{run.by_peers} run by other processes); their params and exceptions are in "
-        ".failures, the records of the others in .records, and Store.failures() keeps them. "
+        f".failures, the records of the others {others}, and Store.failures() keeps them. "
         f"Sweeping again runs only what failed or never ran. First failure, {params!r}: "
         f"{type(exc).__name__}: {exc}\n{run.first_traceback}"
     )

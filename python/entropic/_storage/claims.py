@@ -28,6 +28,7 @@ from entropic._storage.owner import (
     owner_alive,
     release_owner,
 )
+from entropic._storage.statements import placeholder, wrap_value_error
 from entropic._storage.tables import CLAIMS
 from entropic.models import utcnow
 
@@ -62,6 +63,8 @@ class Claims:
             self._returning = self._insert.returning(CLAIMS.c.id).execution_options(
                 insertmanyvalues_page_size=rows
             )
+        self._driver_sql: dict[int, str] = {}
+        self._marker = placeholder(index.engine.dialect) if self._returning is not None else None
         self._stop = threading.Event()
         #: Owners whose claims this sweep took over (their journals may hold finished runs).
         self.taken_from: set[str] = set()
@@ -102,7 +105,9 @@ class Claims:
         ]
         won: list[str] = []
         with self.index.begin_write() as conn:
-            if self._returning is not None:
+            if self._marker is not None:
+                won.extend(self._insert_returning(conn, values))
+            elif self._returning is not None:
                 # The insert itself tells which claims are ours (RETURNING skips conflicts).
                 won.extend(conn.execute(self._returning, values).scalars())
             elif self._insert is not None:
@@ -134,6 +139,60 @@ class Claims:
         # busy, and the caller tries it again.
         mine = set(won)
         return [i for i in ids if i in mine], [i for i in ids if i not in mine]
+
+    #: Claims per multi-row INSERT on the driver path (7 parameters each, under 900).
+    _PAGE = 128
+
+    def _insert_returning(self, conn: Connection, values: list[dict[str, Any]]) -> list[str]:
+        """One multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` per page of claims,
+        with the driver's own parameters (the values as SQLAlchemy would bind them)."""
+        dialect = conn.dialect
+        columns = list(CLAIMS.columns)
+        processors = [
+            column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns
+        ]
+        first = values[0] if values else {}
+        # Every claim of a call shares all but its id: each shared value is bound once.
+        shared: dict[str, Any] = {}
+        won: list[str] = []
+        for start in range(0, len(values), self._PAGE):
+            page = values[start : start + self._PAGE]
+            sql = self._page_sql(dialect, len(page))
+            flat: list[Any] = []
+            try:
+                for value in page:
+                    for column, processor in zip(columns, processors, strict=True):
+                        key = column.key
+                        item = value[key]
+                        if processor is None:
+                            flat.append(item)
+                        elif key != "id" and item is first[key]:
+                            if key not in shared:
+                                shared[key] = processor(item)
+                            flat.append(shared[key])
+                        else:
+                            flat.append(processor(item))
+            except (TypeError, ValueError) as exc:
+                raise wrap_value_error(exc, sql) from exc
+            won.extend(row[0] for row in conn.exec_driver_sql(sql, tuple(flat)))
+        return won
+
+    def _page_sql(self, dialect: sa.Dialect, count: int) -> str:
+        sql = self._driver_sql.get(count)
+        if sql is None:
+            quote = dialect.identifier_preparer.quote
+            names = [quote(column.name) for column in CLAIMS.columns]
+            marker = self._marker
+            assert marker is not None
+            one = "(" + ", ".join([marker] * len(names)) + ")"
+            keys = ", ".join(quote(column.name) for column in CLAIMS.primary_key.columns)
+            sql = (
+                f"INSERT INTO {dialect.identifier_preparer.format_table(CLAIMS)} "
+                f"({', '.join(names)}) VALUES {', '.join([one] * count)} "
+                f"ON CONFLICT ({keys}) DO NOTHING RETURNING {quote(CLAIMS.c.id.name)}"
+            )
+            self._driver_sql[count] = sql
+        return sql
 
     def _insert_one_by_one(self, conn: Connection, values: list[dict[str, Any]]) -> None:
         for value in values:

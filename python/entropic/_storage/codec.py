@@ -36,12 +36,18 @@ _DECODERS: dict[str, Any] = {
 }
 
 
+#: Types JSON holds as they are (exact types: a subclass takes the checks below).
+_PLAIN = frozenset({str, int, float, bool, type(None), dict, list})
+
+
 def encode_row(row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """(the row with JSON-less values as text, the types of those values by column)."""
     plain: dict[str, Any] = {}
     types: dict[str, str] = {}
     for key, value in row.items():
-        if isinstance(value, datetime):
+        if type(value) in _PLAIN:
+            plain[key] = value
+        elif isinstance(value, datetime):
             plain[key], types[key] = value.isoformat(), "datetime"
         elif isinstance(value, date):
             plain[key], types[key] = value.isoformat(), "date"

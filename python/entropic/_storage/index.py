@@ -23,6 +23,7 @@ from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.pool import StaticPool
 
 from entropic._storage.schema import Schema, refuse_drift
+from entropic._storage.statements import DriverSelect, DriverWrite, compile_select, compile_write
 from entropic._storage.tables import CLAIMS, FAILURES, METADATA
 from entropic.models import Base, Failure
 
@@ -295,6 +296,9 @@ class Index:
         self.dialect = url.get_backend_name()
         self._engine: Engine | None = None
         self._pid = -1
+        # Compiled for the open engine's dialect (``_driver``); None where SQLAlchemy's path runs.
+        self._writes: dict[tuple[bool, bool], DriverWrite | None] = {}
+        self._select_driver: DriverSelect | None = None
         self._upsert = upsert(table, self.dialect)
         self._upsert_newer = upsert(table, self.dialect, newer_only=True)
         self._insert_missing = insert_missing(table, self.dialect)
@@ -327,10 +331,24 @@ class Index:
         engine = create_engine(self.url)
         self._pid = os.getpid()
         self._engine = engine
+        self._compile_driver_statements(engine)
         if self.memory:
             # A new in-memory database (say, of an unpickled copy) starts empty.
             self.table.create(engine, checkfirst=True)
             METADATA.create_all(engine, checkfirst=True)
+
+    def _compile_driver_statements(self, engine: Engine) -> None:
+        """The writes and the lookup by id compiled for this engine's driver (see statements)."""
+        keys = frozenset(column.key for column in self.table.columns)
+        dialect = engine.dialect
+        self._writes = {
+            (False, False): compile_write(self._insert_missing, dialect, keys),
+            (True, False): compile_write(self._upsert, dialect, keys),
+            (True, True): compile_write(self._upsert_newer, dialect, keys),
+        }
+        self._select_driver = None
+        if self.schema is not None:
+            self._select_driver = compile_select(self.schema.columns, self.table.c.id, dialect)
 
     def close(self) -> None:
         """Close the engine's connections (an in-memory database is lost); later calls reopen."""
@@ -442,6 +460,10 @@ class Index:
     ) -> None:
         if not rows:
             return
+        driver = self._writes.get((overwrite, newer_only and overwrite))
+        if driver is not None and driver.accepts(rows):
+            driver.execute(conn, rows)
+            return
         if not overwrite:
             statement = self._insert_missing
         else:
@@ -494,14 +516,25 @@ class Index:
 
     def get(self, run_id: str) -> Any:
         """The detached record of ``run_id``, or None."""
-        with self.engine.connect() as conn:
-            row = conn.execute(self._select_one, {"id": run_id}).first()
+        engine = self.engine
+        driver = self._select_driver
+        with engine.connect() as conn:
+            if driver is not None:
+                rows = driver.rows(conn, [run_id])
+                row: Any = rows[0] if rows else None
+            else:
+                row = conn.execute(self._select_one, {"id": run_id}).first()
         return None if row is None else self.builder.build(row)
 
     def get_many(self, run_ids: list[str]) -> dict[str, Any]:
         """Detached records of those of ``run_ids`` that are stored (one query for all)."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(self._select_many, {"ids": run_ids}).all()
+        engine = self.engine
+        driver = self._select_driver
+        with engine.connect() as conn:
+            if driver is not None:
+                rows: Sequence[Any] = driver.rows(conn, run_ids)
+            else:
+                rows = conn.execute(self._select_many, {"ids": run_ids}).all()
         build = self.builder.build
         return {row[0]: build(row) for row in rows}
 

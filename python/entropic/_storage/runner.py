@@ -51,8 +51,10 @@ class PointRunner:
         if had_row:
             kept_old = disk.move_aside(run_id)
         else:
-            with suppress(FileNotFoundError):
-                os.unlink(path)
+            # Almost always absent: a look is cheaper than an unlink that finds nothing.
+            if os.path.lexists(path):
+                with suppress(FileNotFoundError):
+                    os.unlink(path)
             kept_old = False
         call = {k: v for k, v in point.params.items() if k != "created_at"}
         call["result_file"] = path
