@@ -1,19 +1,35 @@
-"""A 1,000,000-point sweep with a trivial runner: prints its time and the peak RSS.
+"""A 1,000,000-point sweep with a trivial runner: prints its time and its peak memory.
 
 Run it as a script (it is not collected by pytest):
 
-    python benches/sweep_million.py [points] [--db URL] [--warm]
+    python benches/sweep_million.py [points] [--db URL] [--warm] [--isweep] [--keep]
 
-The folder holds a million 1-byte files afterwards; it is a temporary folder
-removed at the end unless ``--keep`` is given.
+Each phase runs in a child process of its own, so that each peak is its own
+(``ru_maxrss`` is a high-water mark and never comes down):
+
+- cold: ``store.sweep(points)`` into an empty folder (``--isweep``: a loop over
+  ``store.isweep(points)`` that counts the records and keeps none);
+- warm (``--warm``): the same points again, by a new process over the kept folder
+  (everything cached);
+- runner alone: the same ``touch()`` called in a plain loop for the same number of
+  points, into a fresh folder, so that the sweep's bookkeeping (its time minus the
+  runner's) can be printed.
+
+Peak RSS is reported above the child's baseline: its RSS after the imports and
+after opening the Store, before the sweep has built anything.
+
+The folder holds a million 1-byte files afterwards (two million with the runner
+alone); it is a temporary folder removed at the end unless ``--keep`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,32 +62,101 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def rss_mib() -> float:
+    """The current RSS (from /proc), or the high-water mark where /proc is missing."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return peak_rss_mib()
+
+
+def phase(name: str, count: int, folder: Path, db_url: str, isweep: bool) -> dict[str, Any]:
+    """One phase, in this (child) process: its times and its memory."""
+    if name == "runner":
+        alone = folder / "alone"
+        alone.mkdir()
+        base = rss_mib()
+        wall, cpu = time.perf_counter(), time.process_time()
+        for i in range(count):
+            touch({"result_file": f"{alone}/{i}.bin"})
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        return {"wall": wall, "cpu": cpu, "base": base, "peak": peak_rss_mib(), "count": count}
+    with Store(
+        touch, Million, results_dir=folder / "r", file_suffix=".bin", db_url=db_url
+    ) as store:
+        base = rss_mib()
+        wall, cpu = time.perf_counter(), time.process_time()
+        if isweep:  # count the records as they come, keep none
+            got = sum(1 for _record in store.isweep(points(count)))
+        else:
+            got = len(store.sweep(points(count)))
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        return {"wall": wall, "cpu": cpu, "base": base, "peak": peak_rss_mib(), "count": got}
+
+
+def child(name: str, args: argparse.Namespace, folder: Path, db_url: str) -> dict[str, Any]:
+    command = [sys.executable, __file__, str(args.points), "--phase", name]
+    command += ["--folder", str(folder), "--db", db_url]
+    if args.isweep:
+        command.append("--isweep")
+    done = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def report(label: str, got: dict[str, Any], alone: dict[str, Any] | None) -> None:
+    line = f"{label}: {got['wall']:.1f} s wall, {got['cpu']:.1f} s CPU"
+    if alone is not None:
+        line += (
+            f"; minus the runner alone: {got['wall'] - alone['wall']:.1f} s wall, "
+            f"{got['cpu'] - alone['cpu']:.1f} s CPU"
+        )
+    line += (
+        f"; peak RSS {got['peak'] - got['base']:.0f} MiB above the baseline "
+        f"({got['base']:.0f} MiB; peak {got['peak']:.0f} MiB)"
+    )
+    print(line, flush=True)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("points", type=int, nargs="?", default=1_000_000)
     parser.add_argument("--db", default="", help="database URL (default: SQLite in the folder)")
     parser.add_argument("--warm", action="store_true", help="sweep a second time (all cached)")
+    parser.add_argument(
+        "--isweep", action="store_true", help="consume store.isweep(points) instead of sweep"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the folder")
+    # What the children are given.
+    parser.add_argument("--phase", choices=("cold", "warm", "runner"), help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    if args.phase:
+        print(json.dumps(phase(args.phase, args.points, args.folder, args.db, args.isweep)))
+        return
     folder = Path(tempfile.mkdtemp(prefix="entropic-million-"))
     db_url = args.db or f"sqlite:///{folder / 'million.sqlite3'}"
+    how = "isweep" if args.isweep else "sweep"
     try:
-        with Store(
-            touch, Million, results_dir=folder / "r", file_suffix=".bin", db_url=db_url
-        ) as store:
-            start = time.perf_counter()
-            records = store.sweep(points(args.points))
-            cold = time.perf_counter() - start
-            assert len(records) == args.points
-            rss = peak_rss_mib()
-            print(f"cold sweep of {args.points} points: {cold:.1f} s, peak RSS {rss:.0f} MiB")
-            if args.warm:
-                del records
-                start = time.perf_counter()
-                records = store.sweep(points(args.points))
-                warm = time.perf_counter() - start
-                print(f"warm sweep: {warm:.1f} s, peak RSS {peak_rss_mib():.0f} MiB")
+        cold = child("cold", args, folder, db_url)
+        assert cold["count"] == args.points, cold
+        warm = None
+        if args.warm:
+            warm = child("warm", args, folder, db_url)
+            assert warm["count"] == args.points, warm
+        alone = child("runner", args, folder, db_url)
+        print(f"{args.points} points, store.{how}, {db_url.split(':', 1)[0]}:")
+        report("runner alone (touch() in a plain loop)", alone, None)
+        report(f"cold {how}", cold, alone)
+        if warm is not None:
+            report(f"warm {how} (all cached, new process)", warm, None)
     finally:
         if args.keep:
             print(f"kept {folder}")

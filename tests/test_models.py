@@ -162,3 +162,34 @@ def test_store_refuses_a_class_that_is_not_an_entropic_model(tmp_path: Path) -> 
     with pytest.raises(TypeError, match=r"subclassing entropic\.Base"):
         Store(_write, Plain, results_dir=tmp_path / "r", db_url="sqlite://")  # type: ignore[type-var]
     assert not (tmp_path / "r").exists()
+
+
+def test_custom_data_of_swept_records_tracks_changes_in_a_session(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Records a sweep builds hold a change-tracking custom_data, also when one dict is
+    given to two records, and after pickling."""
+    import pickle
+
+    with Store(_write, Patched, results_dir=tmp_path / "r", db_url=db_url) as store:
+        first, second = store.sweep([{"n": 1}, {"n": 2}])
+        assert isinstance(first.custom_data, MutableDict)
+        with Session(store.engine, expire_on_commit=False) as session:
+            first = session.merge(first)
+            first.custom_data["k"] = 1
+            session.commit()
+            second = session.merge(second)
+            shared = first.custom_data
+            second.custom_data = shared  # the same dict in two records
+            session.commit()
+            shared["both"] = True
+            session.commit()
+            copy = pickle.loads(pickle.dumps(shared))
+            assert copy == shared
+        by_n = {record.n: record for record in store.sweep([{"n": 1}, {"n": 2}])}
+        assert by_n[1].custom_data["k"] == 1 and by_n[1].custom_data["both"] is True
+        assert by_n[2].custom_data["both"] is True
+        # A record outside any Session keeps changes to itself, as any detached record.
+        by_n[1].custom_data["local"] = 2
+        again = store.retrieve({"n": 1})
+        assert again is not None and again.custom_data.get("local") is None

@@ -4,7 +4,8 @@ inherits, and ``Failure``, one recorded failure of a point."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+import weakref
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -19,6 +20,7 @@ __all__ = [
     "ID_MAX_LENGTH",
     "RESERVED_COLUMNS",
     "Base",
+    "CustomData",
     "Failure",
     "Mapped",
     "mapped_column",
@@ -37,6 +39,59 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+class _Parents:
+    """The records a custom_data dict belongs to, for change tracking: almost always one.
+
+    SQLAlchemy keeps a weak-keyed dictionary per mutable value, which costs more
+    than the rest of a record. This holds one weak reference, and turns into such a
+    dictionary only when the same dict is given to a second record.
+    """
+
+    __slots__ = ("_key", "_more", "_ref")
+
+    def __init__(self) -> None:
+        self._ref: weakref.ref[Any] | None = None
+        self._key: Any = None
+        self._more: weakref.WeakKeyDictionary[Any, Any] | None = None
+
+    def __setitem__(self, state: Any, key: Any) -> None:
+        if self._more is not None:
+            self._more[state] = key
+            return
+        held = self._ref() if self._ref is not None else None
+        if held is None or held is state:
+            self._ref, self._key = weakref.ref(state), key
+            return
+        self._more = weakref.WeakKeyDictionary({held: self._key, state: key})
+        self._ref = self._key = None
+
+    def pop(self, state: Any, default: Any = None) -> Any:
+        if self._more is not None:
+            return self._more.pop(state, default)
+        if self._ref is not None and self._ref() is state:
+            key, self._ref, self._key = self._key, None, None
+            return key
+        return default
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        if self._more is not None:
+            return iter(list(self._more.items()))
+        held = self._ref() if self._ref is not None else None
+        return iter(() if held is None else ((held, self._key),))
+
+
+class CustomData(MutableDict[str, Any]):
+    """The dict in ``custom_data``: a ``MutableDict`` (in-place changes are saved on the
+    next commit of a Session holding the record) with a lighter link to its record."""
+
+    @property
+    def _parents(self) -> Any:  # the one attribute Mutable keeps its parents in
+        parents = self.__dict__.get("_parents")
+        if parents is None:
+            parents = self.__dict__["_parents"] = _Parents()
+        return parents
+
+
 class Base(DeclarativeBase):
     """Declarative base for result models: subclass it and add one column per parameter."""
 
@@ -47,7 +102,7 @@ class Base(DeclarativeBase):
         DateTime(timezone=False), nullable=False, default=utcnow, sort_order=-2
     )
     custom_data: Mapped[dict[str, Any]] = mapped_column(
-        MutableDict.as_mutable(JSON()), nullable=False, default=dict, sort_order=-1
+        CustomData.as_mutable(JSON()), nullable=False, default=dict, sort_order=-1
     )
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -79,7 +134,7 @@ class Base(DeclarativeBase):
             )
         current = self.custom_data
         if current is None:  # a new object before its first flush
-            self.custom_data = current = MutableDict()
+            self.custom_data = current = CustomData()
         if not patch:
             current.clear()
             return

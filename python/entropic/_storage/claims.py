@@ -89,31 +89,20 @@ class Claims:
         if not self.enabled or not ids:
             return list(ids), []
         now = utcnow()
-        values = [
-            {
-                "table_name": self.table_name,
-                "id": run_id,
-                "owner": self.owner,
-                "host": HOST,
-                "pid": self._pid,
-                "claimed_at": now,
-                "heartbeat_at": now,
-            }
-            # One lock order for every process: PostgreSQL deadlocks on overlapping
-            # claim inserts made in different orders.
-            for run_id in sorted(ids)
-        ]
+        # One lock order for every process: PostgreSQL deadlocks on overlapping claim
+        # inserts made in different orders.
+        ordered = sorted(ids)
         won: list[str] = []
         with self.index.begin_write() as conn:
             if self._marker is not None:
-                won.extend(self._insert_returning(conn, values))
+                won.extend(self._insert_returning(conn, ordered, now))
             elif self._returning is not None:
                 # The insert itself tells which claims are ours (RETURNING skips conflicts).
-                won.extend(conn.execute(self._returning, values).scalars())
+                won.extend(conn.execute(self._returning, self._values(ordered, now)).scalars())
             elif self._insert is not None:
-                conn.execute(self._insert, values)
+                conn.execute(self._insert, self._values(ordered, now))
             else:
-                self._insert_one_by_one(conn, values)
+                self._insert_one_by_one(conn, self._values(ordered, now))
         ours = set(won)
         check = [run_id for run_id in ids if run_id not in ours]
         busy: list[str] = []
@@ -140,40 +129,62 @@ class Claims:
         mine = set(won)
         return [i for i in ids if i in mine], [i for i in ids if i not in mine]
 
+    def _values(self, ids: list[str], now: datetime) -> list[dict[str, Any]]:
+        """The claim rows of ``ids``."""
+        return [
+            {
+                "table_name": self.table_name,
+                "id": run_id,
+                "owner": self.owner,
+                "host": HOST,
+                "pid": self._pid,
+                "claimed_at": now,
+                "heartbeat_at": now,
+            }
+            for run_id in ids
+        ]
+
     #: Claims per multi-row INSERT on the driver path (7 parameters each, under 900).
     _PAGE = 128
 
-    def _insert_returning(self, conn: Connection, values: list[dict[str, Any]]) -> list[str]:
-        """One multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` per page of claims,
-        with the driver's own parameters (the values as SQLAlchemy would bind them)."""
+    def _insert_returning(self, conn: Connection, ids: list[str], now: datetime) -> list[str]:
+        """One multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` per page of ids,
+        with the driver's own parameters (each value as SQLAlchemy would bind it)."""
         dialect = conn.dialect
-        columns = list(CLAIMS.columns)
-        processors = [
-            column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns
-        ]
-        first = values[0] if values else {}
-        # Every claim of a call shares all but its id: each shared value is bound once.
-        shared: dict[str, Any] = {}
-        won: list[str] = []
-        for start in range(0, len(values), self._PAGE):
-            page = values[start : start + self._PAGE]
-            sql = self._page_sql(dialect, len(page))
-            flat: list[Any] = []
+        shared = {
+            "table_name": self.table_name,
+            "owner": self.owner,
+            "host": HOST,
+            "pid": self._pid,
+            "claimed_at": now,
+            "heartbeat_at": now,
+        }
+        row: list[Any] = []
+        at = -1
+        id_processor = None
+        for i, column in enumerate(CLAIMS.columns):
+            processor = column.type.dialect_impl(dialect).bind_processor(dialect)
+            if column.key == "id":
+                at, id_processor = i, processor
+                row.append(None)
+                continue
+            value = shared[column.key]
             try:
-                for value in page:
-                    for column, processor in zip(columns, processors, strict=True):
-                        key = column.key
-                        item = value[key]
-                        if processor is None:
-                            flat.append(item)
-                        elif key != "id" and item is first[key]:
-                            if key not in shared:
-                                shared[key] = processor(item)
-                            flat.append(shared[key])
-                        else:
-                            flat.append(processor(item))
+                row.append(value if processor is None else processor(value))
             except (TypeError, ValueError) as exc:
-                raise wrap_value_error(exc, sql) from exc
+                raise wrap_value_error(exc, "claims") from exc
+        if id_processor is not None:
+            ids = [id_processor(run_id) for run_id in ids]
+        before, after = tuple(row[:at]), tuple(row[at + 1 :])
+        won: list[str] = []
+        for start in range(0, len(ids), self._PAGE):
+            page = ids[start : start + self._PAGE]
+            flat: list[Any] = []
+            for run_id in page:
+                flat.extend(before)
+                flat.append(run_id)
+                flat.extend(after)
+            sql = self._page_sql(dialect, len(page))
             won.extend(row[0] for row in conn.exec_driver_sql(sql, tuple(flat)))
         return won
 

@@ -138,6 +138,8 @@ class Schema:
                 scalar = column.default.arg if column.default is not None else None  # type: ignore[attr-defined]
                 fill[column.key] = scalar
         self.checks = {name: rule.check for name, rule in self.rules.items()}
+        #: How errors name each parameter (built once, not per value).
+        self.labels = {name: f"params[{name!r}]" for name in self.rules}
         #: Whether the table holds custom_data as JSONB (learnt by ``adopt``).
         self.strict_custom_data = False
         self.required = frozenset(required)
@@ -155,25 +157,30 @@ class Schema:
 
     def prepare(self, params: Mapping[str, Any], custom_data: Mapping[str, Any]) -> Point:
         """Validate ``params`` fully (before anything runs or is written); the id is not set."""
-        if not isinstance(params, Mapping):
+        if type(params) is not dict and not isinstance(params, Mapping):
             raise TypeError(
                 f"params must be a dict of column names to values, not {type(params).__name__}"
             )
-        self._refuse_unknown(params)
+        if not self.allowed.issuperset(params):
+            self._refuse_unknown(params)
         checks = self.checks
+        labels = self.labels
         key: dict[str, Any] = {}
         values: dict[str, Any] = {}
+        reserved = not RESERVED.isdisjoint(params)
         for name, value in params.items():
-            if name in RESERVED:
+            if reserved and name in RESERVED:
                 continue
             key[name] = value
-            values[name] = checks[name](value, f"params[{name!r}]")
+            values[name] = checks[name](value, labels[name])
         if not self.required <= values.keys():
             missing = sorted(self.required - values.keys())
             raise ValueError(
                 f"params lacks required columns of {self.name}: {names(missing)}; "
                 f"its columns are {self.columns_text} (give a value for each NOT NULL column)"
             )
+        if not reserved and not custom_data:
+            return Point(params, key, values, {}, "")
         run_id = ""
         if "id" in params:
             run_id = check_id(params["id"])
