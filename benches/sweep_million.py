@@ -116,7 +116,7 @@ def report(label: str, got: dict[str, Any], alone: dict[str, Any] | None) -> Non
             f"{got['cpu'] - alone['cpu']:.1f} s CPU"
         )
     line += (
-        f"; peak RSS {got['peak'] - got['base']:.0f} MiB above the baseline "
+        f"; peak RSS {max(0.0, got['peak'] - got['base']):.0f} MiB above the baseline "
         f"({got['base']:.0f} MiB; peak {got['peak']:.0f} MiB)"
     )
     print(line, flush=True)

@@ -187,9 +187,11 @@ def test_custom_data_of_swept_records_tracks_changes_in_a_session(
             copy = pickle.loads(pickle.dumps(shared))
             assert copy == shared
         by_n = {record.n: record for record in store.sweep([{"n": 1}, {"n": 2}])}
-        assert by_n[1].custom_data["k"] == 1 and by_n[1].custom_data["both"] is True
+        assert by_n[1].custom_data["k"] == 1
+        assert by_n[1].custom_data["both"] is True
         assert by_n[2].custom_data["both"] is True
         # A record outside any Session keeps changes to itself, as any detached record.
         by_n[1].custom_data["local"] = 2
         again = store.retrieve({"n": 1})
-        assert again is not None and again.custom_data.get("local") is None
+        assert again is not None
+        assert again.custom_data.get("local") is None

@@ -176,7 +176,7 @@ class DriverSelect:
 
     def _result_processors(self, codes: tuple[Any, ...]) -> list[tuple[int, Processor]]:
         dialect = self.dialect
-        found = []
+        found: list[tuple[int, Processor]] = []
         for i, (column, code) in enumerate(zip(self.columns, codes, strict=True)):
             processor = column.type.dialect_impl(dialect).result_processor(dialect, code)
             if processor is not None:
