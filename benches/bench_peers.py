@@ -47,7 +47,8 @@ import pytest
 import signac  # type: ignore[import-untyped]
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from entropic import Base, Mapped, Store, expand_grid
+from entropic import Base, Mapped, Store
+from grids import grid
 
 SIGNAC_COLD_MAX = 0.5
 SIGNAC_WARM_MAX = 0.5
@@ -61,12 +62,6 @@ class PeerGrid(Base):
     n: Mapped[int]
     dt: Mapped[float]
     method: Mapped[str]
-
-
-def _grid(size: int) -> list[dict[str, Any]]:
-    methods = [f"m{i}" for i in range(10)]
-    dts = [round(0.001 * (i + 1), 3) for i in range(10)]
-    return expand_grid({"n": list(range(size // 100)), "dt": dts, "method": methods})
 
 
 class Writes:
@@ -189,7 +184,7 @@ def test_entropic_vs_signac_and_joblib(
     benchmark: BenchmarkFixture, tmp_path: Path, quiet: None
 ) -> None:
     size = 300 if benchmark.disabled else 20_000
-    points = _grid(size)
+    points = grid(size)
     assert len(points) == size
     rounds = 1 if benchmark.disabled else ROUNDS
     # best[(tool, phase)] = (wall s, CPU s)

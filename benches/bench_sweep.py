@@ -26,7 +26,8 @@ import sqlalchemy as sa
 from pytest_benchmark.fixture import BenchmarkFixture
 from sqlalchemy.orm import Session
 
-from entropic import Base, Mapped, Store, expand_grid, hash_many
+from entropic import Base, Mapped, Store, hash_many
+from grids import grid
 
 COLD_MAX = 3.0
 WARM_MAX = 1.0
@@ -40,12 +41,6 @@ class Grid(Base):
     n: Mapped[int]
     dt: Mapped[float]
     method: Mapped[str]
-
-
-def _grid(size: int) -> list[dict[str, Any]]:
-    methods = [f"m{i}" for i in range(10)]
-    dts = [round(0.001 * (i + 1), 3) for i in range(10)]
-    return expand_grid({"n": list(range(size // 100)), "dt": dts, "method": methods})
 
 
 class TimedRunner:
@@ -129,7 +124,7 @@ def test_cold_and_warm_sweep_vs_floors(
     benchmark: BenchmarkFixture, tmp_path: Path, quiet: None
 ) -> None:
     size = 2_000 if benchmark.disabled else 20_000
-    points = _grid(size)
+    points = grid(size)
     rounds = 1 if benchmark.disabled else ROUNDS
     cold: list[float] = []
     cold_floor: list[float] = []

@@ -114,13 +114,24 @@ def isweep(
     input is done, ``SweepError`` reports every failure (its ``records`` is empty:
     the others were yielded).
     """
-    start = time.perf_counter()
-    _refuse_one_dict(params)
+    _refuse_one_dict(params)  # here, not at the first next(): the call itself is wrong
     if client is not None:
         check_client(client)
+    return _stream(core, params, client, progress=progress, fallback=fallback)
+
+
+def _stream(
+    core: StoreCore,
+    params: Iterable[dict[str, Any]],
+    client: Any,
+    *,
+    progress: bool,
+    fallback: bool,
+) -> Iterator[Any]:
+    start = time.perf_counter()
     size = len(params) if isinstance(params, Sized) else None
     seen: set[str] = set()
-    total = distinct = cached = 0
+    total = distinct = 0
     run = _Run(core, {}, progress=progress, total=size)
     try:
         for chunk in _chunks(iter(params), INPUT_CHUNK):
@@ -129,7 +140,6 @@ def isweep(
                 fresh, todo, found, lost = _plan_chunk(core, chunk, seen)
             _say_lost(lost)
             distinct += len(fresh)
-            cached += len(found)
             run.records = found
             run.add_cached(len(found), len(chunk) - len(fresh))
             if todo:
@@ -147,7 +157,8 @@ def isweep(
     run.finish()
     _log_summary(run, total, distinct, start)
     if run.failures:
-        raise SweepError(_failure_message(run, distinct, cached, streamed=True), run.failures, [])
+        message = _failure_message(run, distinct, run.cached, streamed=True)
+        raise SweepError(message, run.failures, [])
 
 
 def _refuse_one_dict(params: object) -> None:

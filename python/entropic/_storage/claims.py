@@ -28,7 +28,7 @@ from entropic._storage.owner import (
     owner_alive,
     release_owner,
 )
-from entropic._storage.statements import placeholder, wrap_value_error
+from entropic._storage.statements import bind_processor, placeholder, wrap_value_error
 from entropic._storage.tables import CLAIMS
 from entropic.models import utcnow
 
@@ -64,7 +64,10 @@ class Claims:
                 insertmanyvalues_page_size=rows
             )
         self._driver_sql: dict[int, str] = {}
-        self._marker = placeholder(index.engine.dialect) if self._returning is not None else None
+        dialect = index.engine.dialect
+        self._marker = placeholder(dialect) if self._returning is not None else None
+        #: The bind conversion of each claims column on the driver path.
+        self._processors = [bind_processor(column.type, dialect) for column in CLAIMS.columns]
         self._stop = threading.Event()
         #: Owners whose claims this sweep took over (their journals may hold finished runs).
         self.taken_from: set[str] = set()
@@ -129,20 +132,21 @@ class Claims:
         mine = set(won)
         return [i for i in ids if i in mine], [i for i in ids if i not in mine]
 
+    def _shared(self, now: datetime) -> dict[str, Any]:
+        """What every claim of one call holds but its id."""
+        return {
+            "table_name": self.table_name,
+            "owner": self.owner,
+            "host": HOST,
+            "pid": self._pid,
+            "claimed_at": now,
+            "heartbeat_at": now,
+        }
+
     def _values(self, ids: list[str], now: datetime) -> list[dict[str, Any]]:
         """The claim rows of ``ids``."""
-        return [
-            {
-                "table_name": self.table_name,
-                "id": run_id,
-                "owner": self.owner,
-                "host": HOST,
-                "pid": self._pid,
-                "claimed_at": now,
-                "heartbeat_at": now,
-            }
-            for run_id in ids
-        ]
+        shared = self._shared(now)
+        return [{**shared, "id": run_id} for run_id in ids]
 
     #: Claims per multi-row INSERT on the driver path (7 parameters each, under 900).
     _PAGE = 128
@@ -151,19 +155,11 @@ class Claims:
         """One multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` per page of ids,
         with the driver's own parameters (each value as SQLAlchemy would bind it)."""
         dialect = conn.dialect
-        shared = {
-            "table_name": self.table_name,
-            "owner": self.owner,
-            "host": HOST,
-            "pid": self._pid,
-            "claimed_at": now,
-            "heartbeat_at": now,
-        }
+        shared = self._shared(now)
         row: list[Any] = []
         at = -1
         id_processor = None
-        for i, column in enumerate(CLAIMS.columns):
-            processor = column.type.dialect_impl(dialect).bind_processor(dialect)
+        for i, (column, processor) in enumerate(zip(CLAIMS.columns, self._processors, strict=True)):
             if column.key == "id":
                 at, id_processor = i, processor
                 row.append(None)

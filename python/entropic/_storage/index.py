@@ -296,7 +296,7 @@ class Index:
         self.dialect = url.get_backend_name()
         self._engine: Engine | None = None
         self._pid = -1
-        # Compiled for the open engine's dialect (``_driver``); None where SQLAlchemy's path runs.
+        # Compiled for the open engine (``_compile_driver_statements``); None: SQLAlchemy's path.
         self._writes: dict[tuple[bool, bool], DriverWrite | None] = {}
         self._select_driver: DriverSelect | None = None
         self._upsert = upsert(table, self.dialect)

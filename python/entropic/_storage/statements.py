@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Dialect
 __all__ = [
     "DriverSelect",
     "DriverWrite",
+    "bind_processor",
     "compile_select",
     "compile_write",
     "placeholder",
@@ -52,7 +53,8 @@ def wrap_value_error(exc: Exception, sql: str) -> sa.exc.StatementError:
     return sa.exc.StatementError(f"({type(exc).__name__}) {exc}", sql, None, exc)
 
 
-def _bind_processor(type_: Any, dialect: Dialect) -> Processor | None:
+def bind_processor(type_: Any, dialect: Dialect) -> Processor | None:
+    """The conversion SQLAlchemy applies to a value of ``type_`` it binds on ``dialect``."""
     processor: Processor | None = type_.dialect_impl(dialect).bind_processor(dialect)
     return processor
 
@@ -76,7 +78,7 @@ class DriverWrite:
         self._processors = [
             (i, processor)
             for i, name in enumerate(names)
-            if (processor := _bind_processor(binds[name].type, dialect)) is not None
+            if (processor := bind_processor(binds[name].type, dialect)) is not None
         ]
 
     def accepts(self, rows: Sequence[Mapping[str, Any]]) -> bool:
@@ -88,7 +90,6 @@ class DriverWrite:
         """The driver parameters of ``rows``; a refused value raises as SQLAlchemy would."""
         get = self._get
         processors = self._processors
-        out: list[Any] = []
         try:
             if len(self.keys) == 1:
                 batch = [[get(row)] for row in rows]
@@ -100,11 +101,9 @@ class DriverWrite:
         except (TypeError, ValueError, AttributeError, OverflowError, UnicodeError) as exc:
             raise wrap_value_error(exc, self.sql) from exc
         if self.positional:
-            out.extend(tuple(values) for values in batch)
-        else:
-            names = self.names
-            out.extend(dict(zip(names, values, strict=True)) for values in batch)
-        return out
+            return [tuple(values) for values in batch]
+        names = self.names
+        return [dict(zip(names, values, strict=True)) for values in batch]
 
     def execute(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         conn.exec_driver_sql(self.sql, self.parameters(rows))
@@ -188,6 +187,6 @@ def compile_select(
     columns: Sequence[sa.Column[Any]], id_column: sa.Column[Any], dialect: Dialect
 ) -> DriverSelect | None:
     """A DriverSelect of ``columns`` by id, or None where the driver path is not used."""
-    if placeholder(dialect) is None:
+    if dialect.name not in _DIALECTS:
         return None
     return DriverSelect(columns, id_column, dialect)
