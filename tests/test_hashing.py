@@ -564,6 +564,63 @@ def test_float_repr_matches_python_repr() -> None:
     assert _core.canonical_json(params) == expected
 
 
+# Floats where the compiled float path has edges: near 12-place ties (k/2^j and the
+# doubles beside them, and x.xxxxxxxxxxxx5 decimals), subnormals, huge values, -0.0,
+# the 1e-4 and 2^13 layout bounds, NaN and the infinities.
+_near_tie_floats = st.builds(
+    lambda k, j, step, sign: (
+        sign * math.nextafter(k / 2.0**j, math.inf * step) if step else sign * k / 2.0**j
+    ),
+    st.integers(0, 2**26),
+    st.integers(12, 40),
+    st.sampled_from([-1, 0, 1]),
+    st.sampled_from([1.0, -1.0]),
+)
+_half_place_floats = st.builds(
+    lambda k, e, sign: sign * float(f"{k}5e-{e}"),
+    st.integers(0, 10**12),
+    st.integers(1, 16),
+    st.sampled_from([1.0, -1.0]),
+)
+_edge_floats = st.sampled_from(
+    [
+        0.0,
+        -0.0,
+        5e-324,
+        -5e-324,
+        2.2250738585072014e-308,
+        1e-4,
+        9.9999999999e-5,
+        5e-13,
+        8192.0,
+        8191.999999999999,
+        1e16,
+        1.7976931348623157e308,
+        math.nan,
+        math.inf,
+        -math.inf,
+    ]
+)
+six_floats = st.fixed_dictionaries(
+    {
+        key: st.one_of(
+            st.floats(), st.floats(-8192, 8192), _near_tie_floats, _half_place_floats, _edge_floats
+        )
+        for key in "abcdef"
+    }
+)
+
+
+@needs_core
+@given(st.lists(six_floats, max_size=20))
+def test_hash_many_on_dicts_of_six_floats_matches_the_reference(
+    dicts: list[dict[str, float]],
+) -> None:
+    # The same key objects in every dict: the compiled core's remembered-shape path.
+    assert _core.hash_many(dicts) == _pyhash.hash_many(dicts)
+    assert [_core.canonical_json(d) for d in dicts] == [_pyhash.canonical_json(d) for d in dicts]
+
+
 # --- hash_many, processes, backend selection -------------------------------------------------
 
 

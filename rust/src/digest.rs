@@ -29,15 +29,23 @@ pub fn id_bytes(canonical: &[u8]) -> [u8; ID_LEN] {
     flat[count * 64 - 8..count * 64].copy_from_slice(&bits.to_be_bytes());
     compress256(&mut state, &last[..count]);
 
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut id = [0u8; ID_LEN];
-    for (i, word) in state[..2].iter().enumerate() {
-        for (j, byte) in word.to_be_bytes().iter().enumerate() {
-            id[i * 8 + j * 2] = HEX[usize::from(byte >> 4)];
-            id[i * 8 + j * 2 + 1] = HEX[usize::from(byte & 0xf)];
-        }
-    }
+    id[..8].copy_from_slice(&hex_word(state[0]));
+    id[8..].copy_from_slice(&hex_word(state[1]));
     id
+}
+
+/// The eight lowercase hex digits of `word`, most significant first.
+fn hex_word(word: u32) -> [u8; 8] {
+    // Byte i of the word (most significant first) into 16-bit lane i, then its high
+    // nibble into byte 2i and its low nibble into byte 2i + 1 (little-endian order).
+    let x = u64::from(word.swap_bytes());
+    let x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
+    let x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;
+    let nibbles = ((x >> 4) & 0x000f_000f_000f_000f) | ((x & 0x000f_000f_000f_000f) << 8);
+    // Per byte: '0' + n, plus 39 more for n >= 10 ('a' - '0' - 10).
+    let letters = ((nibbles + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    (nibbles + 0x3030_3030_3030_3030 + letters * 39).to_le_bytes()
 }
 
 /// Return the id of a canonical text as a `String`.

@@ -56,7 +56,15 @@ fn scaled_round12(x: f64) -> u64 {
     if d.abs() != 0.5 {
         return q;
     }
-    // Only on a half is the exact error needed (without an FMA unit, mul_add is a call).
+    break_tie(a, hi, d, q)
+}
+
+/// `scaled_round12` when `hi = |x| * 1e12` (rounded) sits exactly on a half: the exact
+/// error of the product decides. Rare, so kept out of the inlined path.
+#[cold]
+#[inline(never)]
+fn break_tie(a: f64, hi: f64, d: f64, q: u64) -> u64 {
+    // Without an FMA unit, mul_add is a call: one more reason to keep this out of line.
     let lo = a.mul_add(1e12, -hi);
     if lo == 0.0 || (lo > 0.0) != (d > 0.0) {
         q
@@ -103,15 +111,32 @@ pub const SHORT_REPR: usize = 24;
 /// The same text as [`write_round12_repr`], for callers that keep it (a cache slot).
 #[inline]
 pub fn format_round12_short(buf: &mut [u8; 32], x: f64) -> Option<usize> {
-    if !x.is_finite() || x.abs() >= ROUND12_LIMIT {
-        return None;
+    // SAFETY: buf has 32 >= SHORT_REPR bytes.
+    match unsafe { write_short_round12(buf.as_mut_ptr(), x) } {
+        0 => None,
+        len => Some(len),
+    }
+}
+
+/// Write `repr(round(x, 12))` at `p` and return its length when `x` takes the common
+/// layout (finite, `1e-4 <= |x| < 2^13`); otherwise write nothing and return 0.
+///
+/// # Safety
+/// `p` must be valid for writes of `SHORT_REPR` bytes.
+#[inline(always)]
+pub(crate) unsafe fn write_short_round12(p: *mut u8, x: f64) -> usize {
+    // One comparison rejects NaN, the infinities and every magnitude from 2^13 on
+    // (`<` is false for NaN).
+    let in_range = x.abs() < ROUND12_LIMIT;
+    if !in_range {
+        return 0;
     }
     let q = scaled_round12(x);
     if q < 100_000_000 {
-        return None;
+        return 0;
     }
-    // SAFETY: buf has 32 >= SHORT_REPR bytes.
-    Some(unsafe { write_fixed_round12(buf.as_mut_ptr(), x.is_sign_negative(), q) })
+    // SAFETY (caller): p is valid for SHORT_REPR bytes.
+    unsafe { write_fixed_round12(p, x.is_sign_negative(), q) }
 }
 
 /// Write the fixed layout of `q / 10^12` (`10^8 <= q < 8192 * 10^12`) at `p`, with a
@@ -127,40 +152,30 @@ unsafe fn write_fixed_round12(p: *mut u8, negative: bool, q: u64) -> usize {
     let low = eight_digits((q % 100_000_000) as u32);
     let int_part = high as u32;
     let frac_head = (high >> 32) as u32;
-    // Leading zeros of the integer part go, but one digit stays ("0.5").
-    let skip = if int_part == 0 {
-        3
-    } else {
-        (int_part.trailing_zeros() / 8).min(3)
-    };
-    // Trailing zeros of the fraction go, but one digit stays ("100.0").
-    let frac_len = if low != 0 {
-        12 - low.leading_zeros() / 8
-    } else if frac_head != 0 {
-        4 - frac_head.leading_zeros() / 8
-    } else {
-        1
-    } as usize;
+    // Leading zeros of the integer part go, but one digit stays ("0.5"): an all-zero
+    // part has 32 trailing zero bits, which also gives 3.
+    let skip = (int_part.trailing_zeros() / 8).min(3);
+    // Trailing zeros of the fraction go, but one digit stays ("100.0"). Its twelve
+    // digits are bytes 0-11 of `frac`, so the top four bytes are always zero.
+    let frac = u128::from(frac_head) | (u128::from(low) << 32);
+    let frac_len = (16 - frac.leading_zeros() / 8).max(1) as usize;
     const ASCII: u64 = u64::from_ne_bytes(*b"00000000");
+    let sign = usize::from(negative);
     // SAFETY (caller): the writes end at most 1 + 4 + 1 + 4 + 8 = 18 bytes past p.
     unsafe {
-        let mut n = 0;
-        if negative {
-            *p = b'-';
-            n = 1;
-        }
+        // Written unconditionally, then overwritten by the digits when not negative.
+        *p = b'-';
         let int_ascii = (int_part | ASCII as u32) >> (8 * skip);
-        p.add(n).cast::<u32>().write_unaligned(int_ascii.to_le());
-        n += 4 - skip as usize;
+        p.add(sign).cast::<u32>().write_unaligned(int_ascii.to_le());
+        let n = sign + 4 - skip as usize;
         *p.add(n) = b'.';
-        n += 1;
-        p.add(n)
+        p.add(n + 1)
             .cast::<u32>()
             .write_unaligned((frac_head | ASCII as u32).to_le());
-        p.add(n + 4)
+        p.add(n + 5)
             .cast::<u64>()
             .write_unaligned((low | ASCII).to_le());
-        n + frac_len
+        n + 1 + frac_len
     }
 }
 

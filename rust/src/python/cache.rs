@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 
 use super::dict::Entry;
 use super::walk::{is_leaf, Step, Walker};
-use crate::float::{format_round12_short, write_round12_repr};
+use crate::float::{write_round12_repr, write_short_round12, SHORT_REPR};
 use crate::MAX_DEPTH;
 
 /// Buffers kept between calls on one thread, so a call allocates nothing in the common case.
@@ -35,6 +35,36 @@ struct FloatCache {
     slots: [(u64, u8, [u8; SHORT]); 64],
 }
 
+impl FloatCache {
+    fn index(bits: u64) -> usize {
+        (bits.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize
+    }
+
+    /// Write `repr(round(x, 12))` at `p` from the cache, or formatted (and cached) when
+    /// it takes the common layout; return its length, or 0 when neither applies.
+    ///
+    /// # Safety
+    /// `p` must be valid for writes of SHORT bytes.
+    #[inline(always)]
+    unsafe fn write_short(&mut self, p: *mut u8, x: f64) -> usize {
+        let bits = x.to_bits();
+        let slot = &mut self.slots[Self::index(bits)];
+        if slot.0 != bits || slot.1 == 0 {
+            // Formatted straight into the slot, then copied like a hit.
+            // SAFETY: the slot's text has SHORT >= SHORT_REPR bytes.
+            let len = unsafe { write_short_round12(slot.2.as_mut_ptr(), x) };
+            if len == 0 {
+                return 0;
+            }
+            slot.0 = bits;
+            slot.1 = len as u8;
+        }
+        // SAFETY (caller): p is valid for SHORT bytes; the slot holds SHORT.
+        unsafe { ptr::copy_nonoverlapping(slot.2.as_ptr(), p, SHORT) };
+        usize::from(slot.1)
+    }
+}
+
 impl Default for FloatCache {
     fn default() -> Self {
         FloatCache {
@@ -45,18 +75,7 @@ impl Default for FloatCache {
 
 /// Longest text copied with one fixed-size move (a float's repr, a flat dict's key prefix).
 const SHORT: usize = 32;
-
-/// Append `text[..len]` with one fixed-size copy (`len <= SHORT`).
-fn push_short(out: &mut Vec<u8>, text: &[u8; SHORT], len: usize) {
-    debug_assert!(len <= SHORT);
-    out.reserve(SHORT);
-    // SAFETY: SHORT bytes are reserved past the end; only `len` of them become part of it.
-    unsafe {
-        let end = out.len();
-        ptr::copy_nonoverlapping(text.as_ptr(), out.as_mut_ptr().add(end), SHORT);
-        out.set_len(end + len);
-    }
-}
+const _: () = assert!(SHORT >= SHORT_REPR);
 
 /// The key order of the last flat dict seen: a sweep hashes many dicts with the same
 /// key objects in the same insertion order, so their sort and key text are reused.
@@ -121,26 +140,23 @@ impl Walker<'_> {
     /// Write `repr(round(x, 12))`, from the cache when `x` was written lately.
     #[inline(always)]
     pub(super) fn write_float(&mut self, x: f64) {
-        let bits = x.to_bits();
-        let index = (bits.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize;
         let s = &mut **self.s;
-        let slot = &mut s.floats.slots[index];
-        if slot.0 == bits && slot.1 > 0 {
-            push_short(&mut s.out, &slot.2, usize::from(slot.1));
-            return;
-        }
-        // Usually formatted straight into the slot, then copied like a hit.
-        if let Some(len) = format_round12_short(&mut slot.2, x) {
-            slot.0 = bits;
-            slot.1 = len as u8;
-            push_short(&mut s.out, &slot.2, len);
-            return;
+        s.out.reserve(SHORT);
+        // SAFETY: SHORT bytes are reserved past the end; only those written are kept.
+        unsafe {
+            let end = s.out.len();
+            let written = s.floats.write_short(s.out.as_mut_ptr().add(end), x);
+            if written != 0 {
+                s.out.set_len(end + written);
+                return;
+            }
         }
         let start = s.out.len();
         write_round12_repr(&mut s.out, x);
         let text = &s.out[start..];
         if text.len() <= SHORT {
-            slot.0 = bits;
+            let slot = &mut s.floats.slots[FloatCache::index(x.to_bits())];
+            slot.0 = x.to_bits();
             slot.1 = text.len() as u8;
             slot.2[..text.len()].copy_from_slice(text);
         }
@@ -150,31 +166,51 @@ impl Walker<'_> {
     /// from the shape and return true. Reads nothing else and runs no Python code.
     pub(super) fn write_known_shape(&mut self, obj: *mut ffi::PyObject) -> PyResult<bool> {
         let s = &mut *self.s;
+        let n = s.shape.keys.len();
         // SAFETY: `obj` is a live exact dict; borrowed keys and values are used only
         // while no Python code can run (leaf values are written by plain C calls).
         unsafe {
-            if ffi::PyDict_Size(obj) as usize != s.shape.keys.len() || s.shape.keys.is_empty() {
+            if n == 0 || ffi::PyDict_Size(obj) as usize != n {
                 return Ok(false);
             }
             s.leaves.clear();
             let mut pos: ffi::Py_ssize_t = 0;
             let mut key = ptr::null_mut();
             let mut value = ptr::null_mut();
-            let mut i = 0;
+            let mut keys = s.shape.keys.iter();
             while ffi::PyDict_Next(obj, &mut pos, &mut key, &mut value) != 0 {
-                if s.shape.keys.get(i) != Some(&key) || !is_leaf(value) {
+                if keys.next() != Some(&key) || !is_leaf(value) {
                     return Ok(false);
                 }
                 s.leaves.push(value);
-                i += 1;
             }
         }
-        for j in 0..self.s.shape.order.len() {
-            let s = &mut *self.s;
+        // Room for every prefix and value copied as a whole SHORT block, and the `}`.
+        let room = |left: usize| left * 2 * SHORT + 1;
+        s.out.reserve(room(n));
+        for j in 0..n {
+            let s = &mut **self.s;
             let (text, len) = &s.shape.prefixes[j];
-            push_short(&mut s.out, text, *len);
             let value = s.leaves[s.shape.order[j]];
+            // SAFETY: `room` reserved two SHORT blocks for this entry past the end; only
+            // the bytes written become part of `out`. `value` is a live leaf.
+            unsafe {
+                let end = s.out.len();
+                let p = s.out.as_mut_ptr().add(end);
+                ptr::copy_nonoverlapping(text.as_ptr(), p, SHORT);
+                if ffi::Py_TYPE(value) == &raw mut ffi::PyFloat_Type {
+                    let x = ffi::PyFloat_AsDouble(value);
+                    let written = s.floats.write_short(p.add(*len), x);
+                    if written != 0 {
+                        s.out.set_len(end + len + written);
+                        continue;
+                    }
+                }
+                s.out.set_len(end + len);
+            }
+            // The rarer leaves (str, int, bool, None, floats of other layouts).
             self.write_leaf(value)?;
+            self.s.out.reserve(room(n - j));
         }
         self.s.out.push(b'}');
         Ok(true)

@@ -25,8 +25,8 @@ fn id_string<'py>(py: Python<'py>, canonical: &[u8]) -> PyResult<Bound<'py, PySt
     let id = id_bytes(canonical);
     // SAFETY: 16 ASCII bytes; a new reference or null with an error set.
     unsafe {
-        // Latin-1 decoding of ASCII is a copy: cheaper than UTF-8's checks.
-        let obj = ffi::PyUnicode_DecodeLatin1(
+        // ASCII decoding makes the str with its final kind and copies word by word.
+        let obj = ffi::PyUnicode_DecodeASCII(
             id.as_ptr().cast(),
             ID_LEN as ffi::Py_ssize_t,
             std::ptr::null(),
