@@ -40,16 +40,14 @@ With ``--benchmark-disable`` (CI's smoke run) it sweeps 300 points once.
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import joblib  # type: ignore[import-untyped]
-import pytest
 import signac  # type: ignore[import-untyped]
 from pytest_benchmark.fixture import BenchmarkFixture
 
@@ -91,15 +89,6 @@ def _joblib_make(out_dir: str, n: int, dt: float, method: str) -> str:
     path = os.path.join(out_dir, f"{n}_{dt}_{method}.bin")
     Writes.write(path)
     return path
-
-
-@pytest.fixture
-def quiet() -> Iterator[None]:
-    logger = logging.getLogger("entropic")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    yield
-    logger.setLevel(level)
 
 
 # Each pass returns how many results it produced (records, jobs done, paths).

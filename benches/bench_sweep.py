@@ -17,11 +17,10 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from pytest_benchmark.fixture import BenchmarkFixture
 from sqlalchemy.orm import Session
@@ -59,15 +58,6 @@ class TimedRunner:
 def _sleep_runner(params: dict[str, Any]) -> None:
     time.sleep(0.05)
     Path(params["result_file"]).write_bytes(b"x")
-
-
-@pytest.fixture
-def quiet() -> Iterator[None]:
-    logger = logging.getLogger("entropic")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    yield
-    logger.setLevel(level)
 
 
 def _same(records: list[Grid], loaded: list[Grid]) -> bool:
