@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -49,9 +49,9 @@ class _Parents:
 
     __slots__ = ("_key", "_more", "_ref")
 
-    def __init__(self) -> None:
-        self._ref: weakref.ref[Any] | None = None
-        self._key: Any = None
+    def __init__(self, state: Any = None, key: Any = None) -> None:
+        self._ref: weakref.ref[Any] | None = None if state is None else weakref.ref(state)
+        self._key: Any = key
         self._more: weakref.WeakKeyDictionary[Any, Any] | None = None
 
     def __setitem__(self, state: Any, key: Any) -> None:
@@ -90,6 +90,51 @@ class CustomData(MutableDict[str, Any]):
         if parents is None:
             parents = self.__dict__["_parents"] = _Parents()
         return parents
+
+    @classmethod
+    def loaded(cls, value: Any, state: Any) -> CustomData:
+        """A loaded custom_data value linked to its record's state.
+
+        This is what the load listener SQLAlchemy's ``Mutable`` sets up does, done
+        without dispatching the event (``RecordBuilder`` calls it when that listener
+        is the model's only one).
+        """
+        if type(value) is dict:  # as the database gives it: a new dict, its one record
+            data = cls(value)
+            data.__dict__["_parents"] = _Parents(state, "custom_data")
+            return data
+        coerced = cls.coerce("custom_data", value)  # raises as the listener would
+        assert isinstance(coerced, cls)
+        coerced.track(state)
+        return coerced
+
+    def track(self, state: Any) -> None:
+        """Link this dict to the record of ``state``, so that changes to it mark the record."""
+        self._parents[state] = "custom_data"
+
+
+def tracks_only_custom_data(listeners: Sequence[Callable[..., Any]]) -> bool:
+    """Whether ``listeners``, a model's load listeners, are only custom_data's change tracking.
+
+    That is the listener ``Mutable`` sets up for ``Base.custom_data``, recognised by
+    what its closure holds; anything else (a listener of the user's, a second
+    mutable column, another SQLAlchemy) gives False, and records are then built
+    with the event dispatched as usual.
+    """
+    if len(listeners) != 1:
+        return False
+    listener = listeners[0]
+    if not getattr(listener, "__qualname__", "").endswith("_listen_on_attribute.<locals>.load"):
+        return False
+    try:
+        held = inspect.getclosurevars(listener).nonlocals
+    except (TypeError, ValueError):
+        return False
+    return (
+        held.get("cls") is CustomData
+        and held.get("key") == "custom_data"
+        and held.get("coerce") is True
+    )
 
 
 class Base(DeclarativeBase):

@@ -84,8 +84,7 @@ def find(index: Index, equals: Mapping[str, Any]) -> list[Any]:
     )
     with index.engine.connect() as conn:
         rows = conn.execute(stmt).all()
-    build = index.builder.build
-    return [build(row) for row in rows]
+    return index.builder.build_many(rows)
 
 
 def count(index: Index, equals: Mapping[str, Any]) -> int:

@@ -1,0 +1,162 @@
+"""The records a store builds: the same detached ORM instances whatever path built them.
+
+Records are built without the ORM's constructor (``RecordBuilder``), and when
+custom_data's change tracking is the model's only load listener, without
+dispatching the load event. These tests hold both paths to what SQLAlchemy
+itself gives: change tracking in a Session, user listeners still called, and
+custom_data read back exactly as ``json.loads`` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import instance_state
+
+from entropic import Base, Mapped, Store
+from entropic._storage.index import json_loads
+from entropic.models import CustomData, tracks_only_custom_data
+
+
+class Tracked(Base):
+    __tablename__ = "records_tracked"
+
+    n: Mapped[int]
+
+
+class Listened(Base):
+    __tablename__ = "records_listened"
+
+    n: Mapped[int]
+
+
+class Late(Base):
+    __tablename__ = "records_late"
+
+    n: Mapped[int]
+
+
+LOADED: list[int] = []
+
+
+@event.listens_for(Listened, "load")
+def _count_load(target: Listened, _context: Any) -> None:
+    LOADED.append(target.n)
+
+
+def _write(params: dict[str, Any]) -> None:
+    Path(params["result_file"]).write_text("x")
+
+
+def _listeners(model: type[Base]) -> tuple[Any, ...]:
+    sa.orm.configure_mappers()
+    return tuple(sa.inspect(model).class_manager.dispatch.load)
+
+
+def test_the_plain_model_takes_the_direct_path_and_a_listened_one_does_not() -> None:
+    assert tracks_only_custom_data(_listeners(Tracked))
+    assert not tracks_only_custom_data(_listeners(Listened))
+    assert not tracks_only_custom_data(())
+
+
+def _records_of_every_path(store: Store[Any]) -> dict[str, Any]:
+    """A record of n=1 from each way a store hands records out."""
+    cold = store.sweep([{"n": 1, "custom_data": {"k": 0}}])[0]
+    warm = store.sweep([{"n": 1}])[0]
+    streamed = next(iter(store.isweep([{"n": 1}])))
+    retrieved = store.retrieve({"n": 1})
+    found = store.find(n=1)[0]
+    return {"cold": cold, "warm": warm, "isweep": streamed, "retrieve": retrieved, "find": found}
+
+
+@pytest.mark.parametrize("model", [Tracked, Listened], ids=["direct", "dispatched"])
+def test_every_record_tracks_changes_to_its_custom_data_in_a_session(
+    model: type[Base], db_url: str, tmp_path: Path
+) -> None:
+    with Store(_write, model, results_dir=tmp_path / "r", db_url=db_url) as store:
+        for path, record in _records_of_every_path(store).items():
+            assert type(record.custom_data) is CustomData, path
+            assert instance_state(record).detached, path
+            with Session(store.engine) as session:
+                session.add(record)
+                record.custom_data[path] = True  # an in-place change, nothing assigned
+                assert record in session.dirty, path
+                session.commit()
+            again = store.retrieve({"n": 1})
+            assert again is not None
+            assert again.custom_data[path] is True, path
+
+
+def test_a_user_load_listener_is_called_for_every_record_built(db_url: str, tmp_path: Path) -> None:
+    with Store(_write, Listened, results_dir=tmp_path / "r", db_url=db_url) as store:
+        LOADED.clear()
+        records = _records_of_every_path(store)
+        assert len(LOADED) == len(records)
+        assert set(LOADED) == {1}
+
+
+def test_a_listener_added_after_the_store_opened_is_called_too(db_url: str, tmp_path: Path) -> None:
+    with Store(_write, Late, results_dir=tmp_path / "r", db_url=db_url) as store:
+        store.sweep([{"n": 1}, {"n": 2}])
+        assert len(store.sweep([{"n": 1}, {"n": 2}])) == 2  # the direct path, seen
+        seen: list[int] = []
+
+        def late(target: Late, _context: Any) -> None:
+            seen.append(target.n)
+
+        event.listen(Late, "load", late)
+        try:
+            store.sweep([{"n": 1}, {"n": 2}])
+            store.retrieve({"n": 2})
+        finally:
+            event.remove(Late, "load", late)
+        assert seen == [1, 2, 2]
+        record = store.sweep([{"n": 3}])[0]
+        assert type(record.custom_data) is CustomData
+
+
+def _outcome(function: Any, text: Any) -> tuple[str, Any]:
+    try:
+        value = function(text)
+    except Exception as exc:
+        return type(exc).__name__, str(exc)
+    # NaN is not equal to itself: compare the values by their JSON text.
+    return "value", json.dumps(value, sort_keys=True)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+PADDING = st.sampled_from(["", " ", "\n", "\t ", "\ufeff", "x", "}", " 1"])
+
+
+@given(value=JSON_VALUES, before=PADDING, after=PADDING)
+def test_custom_data_is_read_exactly_as_json_loads_reads_it(
+    value: Any, before: str, after: str
+) -> None:
+    text = before + json.dumps(value) + after
+    assert _outcome(json_loads, text) == _outcome(json.loads, text)
+    raw = text.encode("utf-8")
+    assert _outcome(json_loads, raw) == _outcome(json.loads, raw)
+
+
+@given(text=st.text(max_size=30))
+def test_any_text_is_read_or_refused_as_json_loads_does(text: str) -> None:
+    assert _outcome(json_loads, text) == _outcome(json.loads, text)
+
+
+def test_bare_numbers_and_constants_read_as_json_loads_reads_them() -> None:
+    for text in ("1", "1.5", "1e400", "-0.0", "NaN", "Infinity", "null", '"s"', "[]", "{}"):
+        assert _outcome(json_loads, text) == _outcome(json.loads, text)
+    assert math.isnan(json_loads("NaN"))
