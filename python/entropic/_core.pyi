@@ -3,7 +3,15 @@
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-__all__ = ["MAX_DEPTH", "MAX_NESTED_CALLS", "canonical_json", "hash_many", "hash_params"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_NESTED_CALLS",
+    "canonical_json",
+    "hash_many",
+    "hash_params",
+    "hash_plain",
+    "json_dumps",
+]
 
 MAX_DEPTH: Final[int]
 MAX_NESTED_CALLS: Final[int]
@@ -13,6 +21,16 @@ def hash_params(params: Mapping[str, Any]) -> str:
 
 def hash_many(params: Iterable[Mapping[str, Any]]) -> list[str]:
     """Return the ids of many parameter sets, consuming the iterable once, in order."""
+
+def hash_plain(
+    params: list[dict[str, Any]], columns: dict[str, tuple[int, bool, bool, int, int]]
+) -> list[str | None]:
+    """Return the id of each parameter set whose every value its column takes as it is,
+    and None for each of the others (the caller validates those in full)."""
+
+def json_dumps(value: Any, compact: bool) -> str | None:
+    """Return ``json.dumps(value)`` (with ``separators=(",", ":")`` if ``compact``) when
+    ``value`` is plain data, else None: the caller leaves such a value to ``json.dumps``."""
 
 def canonical_json(params: Mapping[str, Any]) -> str:
     """Return the canonical JSON text whose SHA-256 is the id of ``params``."""

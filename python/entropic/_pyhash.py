@@ -14,18 +14,36 @@ import math
 import re
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from entropic.errors import ParamsDepthError, ParamsTypeError
 
-__all__ = ["MAX_DEPTH", "canonical_json", "hash_many", "hash_params", "normalize"]
+__all__ = [
+    "MAX_DEPTH",
+    "PLAIN_BOOL",
+    "PLAIN_FLOAT",
+    "PLAIN_INT",
+    "PLAIN_STR",
+    "canonical_json",
+    "hash_many",
+    "hash_params",
+    "hash_plain",
+    "json_dumps",
+    "normalize",
+    "plain_value",
+]
 
 #: Containers (and numpy and ``.value`` unwrappings) nested deeper than this are rejected.
 MAX_DEPTH = 256
 #: Hash calls running inside one another on a thread (a ``__str__`` that hashes) are
 #: bounded too, so the compiled walk's stack is.
 MAX_NESTED_CALLS = 8
+
+#: The kinds of ``hash_plain``'s column spec ``(kind, nullable, required, low, high)``:
+#: exactly True or False; an exact int within ``low..high``; an exact float that is not
+#: NaN; an exact ASCII str without NUL, at most ``high`` characters (any length if -1).
+PLAIN_BOOL, PLAIN_INT, PLAIN_FLOAT, PLAIN_STR = range(4)
 
 _nesting = threading.local()
 
@@ -43,6 +61,75 @@ def hash_params(params: Mapping[str, Any]) -> str:
 def hash_many(params: Iterable[Mapping[str, Any]]) -> list[str]:
     """Return the ids of many parameter sets, consuming the iterable once, in order."""
     return [hash_params(p) for p in params]
+
+
+def hash_plain(
+    params: Sequence[Mapping[str, Any]],
+    columns: Mapping[str, tuple[int, bool, bool, int, int]],
+) -> list[str | None]:
+    """Return the id of each parameter set whose every value its column takes as it is.
+
+    ``columns`` maps a name to ``(kind, nullable, required, low, high)`` (the
+    ``PLAIN_*`` kinds). A set gets its id when it is an exact dict of exact str
+    keys, each one of ``columns``, each value one ``plain_value`` takes, with every
+    required column given; any other set gets None, for the caller to validate in
+    full (it may still be valid: this test only ever errs towards None).
+    """
+    required = sum(1 for spec in columns.values() if spec[2])
+    ids: list[str | None] = []
+    for point in params:
+        ids.append(hash_params(point) if _plain(point, columns, required) else None)
+    return ids
+
+
+def _plain(
+    point: Any, columns: Mapping[str, tuple[int, bool, bool, int, int]], required: int
+) -> bool:
+    if type(point) is not dict:
+        return False
+    given = 0
+    for key, value in point.items():
+        if type(key) is not str:
+            return False
+        spec = columns.get(key)
+        if spec is None or not plain_value(spec, value):
+            return False
+        given += spec[2]
+    return given == required
+
+
+def plain_value(spec: tuple[int, bool, bool, int, int], value: Any) -> bool:
+    """Whether a column of ``spec`` takes ``value`` exactly as it is (see ``hash_plain``)."""
+    kind, nullable, _, low, high = spec
+    if value is None:
+        return nullable
+    if kind == PLAIN_BOOL:
+        return type(value) is bool
+    if kind == PLAIN_INT:
+        return type(value) is int and low <= value <= high
+    if kind == PLAIN_FLOAT:
+        return type(value) is float and value == value
+    if kind == PLAIN_STR:
+        return (
+            type(value) is str
+            and value.isascii()
+            and "\0" not in value
+            and (high < 0 or len(value) <= high)
+        )
+    raise ValueError(f"hash_plain: unknown column kind {kind}")
+
+
+def json_dumps(value: Any, compact: bool) -> str | None:
+    """``json.dumps(value)``, with ``separators=(",", ":")`` if ``compact``.
+
+    The compiled core writes plain data (exact builtin types) itself and gives None
+    for anything else, which the caller then leaves to ``json.dumps``; this
+    reference always gives ``json.dumps``'s own text (or raises as it does).
+    """
+    return _COMPACT(value) if compact else json.dumps(value)
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def canonical_json(params: Mapping[str, Any]) -> str:

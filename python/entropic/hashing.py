@@ -21,24 +21,46 @@ __all__ = [
     "BACKEND",
     "MAX_DEPTH",
     "MAX_NESTED_CALLS",
+    "PLAIN_BOOL",
+    "PLAIN_FLOAT",
+    "PLAIN_INT",
+    "PLAIN_STR",
     "canonical_json",
     "hash_many",
     "hash_params",
+    "hash_plain",
+    "json_dumps",
 ]
 
 MAX_DEPTH: int = _pyhash.MAX_DEPTH
 MAX_NESTED_CALLS: int = _pyhash.MAX_NESTED_CALLS
+#: The column kinds of ``hash_plain``'s spec.
+PLAIN_BOOL, PLAIN_INT, PLAIN_FLOAT, PLAIN_STR = (
+    _pyhash.PLAIN_BOOL,
+    _pyhash.PLAIN_INT,
+    _pyhash.PLAIN_FLOAT,
+    _pyhash.PLAIN_STR,
+)
 
 hash_params: Callable[[Mapping[str, Any]], str]
 hash_many: Callable[[Iterable[Mapping[str, Any]]], list[str]]
 canonical_json: Callable[[Mapping[str, Any]], str]
+#: ``json_dumps(value, compact)``: ``json.dumps``'s text of plain data, or None for the
+#: caller to call ``json.dumps`` itself (``entropic._pyhash.json_dumps`` says exactly).
+json_dumps: Callable[[Any, bool], str | None]
+#: ``hash_plain(params, columns)``: the ids of the sets whose every value its column
+#: takes as it is, None for the others (``entropic._pyhash.hash_plain`` says exactly).
+hash_plain: Callable[
+    [list[dict[str, Any]], dict[str, tuple[int, bool, bool, int, int]]], list[str | None]
+]
 
 
 def _load() -> str:
-    global hash_params, hash_many, canonical_json
+    global hash_params, hash_many, hash_plain, canonical_json, json_dumps
     if os.environ.get("ENTROPIC_PURE_PYTHON", "") not in ("", "0"):
         hash_params, hash_many = _pyhash.hash_params, _pyhash.hash_many
-        canonical_json = _pyhash.canonical_json
+        hash_plain, canonical_json = _pyhash.hash_plain, _pyhash.canonical_json
+        json_dumps = _pyhash.json_dumps
         return "python"
     try:
         _core = importlib.import_module("entropic._core")
@@ -54,7 +76,8 @@ def _load() -> str:
             stacklevel=3,
         )
         hash_params, hash_many = _pyhash.hash_params, _pyhash.hash_many
-        canonical_json = _pyhash.canonical_json
+        hash_plain, canonical_json = _pyhash.hash_plain, _pyhash.canonical_json
+        json_dumps = _pyhash.json_dumps
         return "python"
     built = (_core.MAX_DEPTH, _core.MAX_NESTED_CALLS)
     if built != (MAX_DEPTH, MAX_NESTED_CALLS):  # pragma: no cover - a build mismatch
@@ -63,10 +86,12 @@ def _load() -> str:
             f"Python package expects {(MAX_DEPTH, MAX_NESTED_CALLS)}; rebuild with "
             "`pip install .`"
         )
-    hash_params, hash_many, canonical_json = (
+    hash_params, hash_many, hash_plain, canonical_json, json_dumps = (
         _core.hash_params,
         _core.hash_many,
+        _core.hash_plain,
         _core.canonical_json,
+        _core.json_dumps,
     )
     return "rust"
 

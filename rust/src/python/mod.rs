@@ -8,17 +8,20 @@
 
 mod cache;
 mod dict;
+mod dumps;
 mod errors;
 mod numpy;
+mod plain;
 mod text;
 mod walk;
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyString};
+use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::digest::{id_bytes, ID_LEN};
 use crate::{MAX_DEPTH, MAX_NESTED_CALLS};
+use plain::Columns;
 use walk::Walker;
 
 fn id_string<'py>(py: Python<'py>, canonical: &[u8]) -> PyResult<Bound<'py, PyString>> {
@@ -69,6 +72,58 @@ fn hash_many<'py>(py: Python<'py>, params: &Bound<'py, PyAny>) -> PyResult<Bound
     PyList::new(py, ids)
 }
 
+/// Return the id of each parameter set whose every value its column takes as it is,
+/// and None for each of the others (the caller validates those in full).
+#[pyfunction]
+#[pyo3(signature = (params, columns))]
+fn hash_plain<'py>(
+    py: Python<'py>,
+    params: &Bound<'py, PyList>,
+    columns: &Bound<'py, PyDict>,
+) -> PyResult<Bound<'py, PyList>> {
+    let columns = Columns::new(columns)?;
+    let mut walker = Walker::new(py)?;
+    let mut ids: Vec<Option<Bound<'py, PyString>>> = Vec::with_capacity(params.len());
+    let mut i = 0;
+    while i < params.len() {
+        let item = params.get_item(i)?;
+        if columns.takes(item.as_ptr()) {
+            walker.params(&item)?;
+            ids.push(Some(id_string(py, &walker.s.out)?));
+        } else {
+            ids.push(None);
+        }
+        i += 1;
+    }
+    PyList::new(py, ids)
+}
+
+/// Return ``json.dumps(value)`` (with ``separators=(",", ":")`` if ``compact``) when
+/// ``value`` is plain data, else None: the caller leaves such a value to ``json.dumps``.
+#[pyfunction]
+#[pyo3(signature = (value, compact))]
+fn json_dumps<'py>(
+    py: Python<'py>,
+    value: &Bound<'py, PyAny>,
+    compact: bool,
+) -> PyResult<Option<Bound<'py, PyString>>> {
+    let mut out = Vec::with_capacity(256);
+    // SAFETY: a live object, with the GIL held; the result is ASCII (ensure_ascii).
+    unsafe {
+        if !dumps::write_value(&mut out, value.as_ptr(), dumps::Separators::new(compact), 0) {
+            return Ok(None);
+        }
+        let obj = ffi::PyUnicode_DecodeASCII(
+            out.as_ptr().cast(),
+            out.len() as ffi::Py_ssize_t,
+            std::ptr::null(),
+        );
+        Ok(Some(
+            Bound::from_owned_ptr_or_err(py, obj)?.cast_into_unchecked(),
+        ))
+    }
+}
+
 /// Return the canonical JSON text whose SHA-256 is the id of ``params``.
 #[pyfunction]
 #[pyo3(signature = (params))]
@@ -95,6 +150,8 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_NESTED_CALLS", MAX_NESTED_CALLS)?;
     m.add_function(wrap_pyfunction!(hash_params, m)?)?;
     m.add_function(wrap_pyfunction!(hash_many, m)?)?;
+    m.add_function(wrap_pyfunction!(hash_plain, m)?)?;
+    m.add_function(wrap_pyfunction!(json_dumps, m)?)?;
     m.add_function(wrap_pyfunction!(canonical_json, m)?)?;
     Ok(())
 }
