@@ -174,21 +174,34 @@ def _plan_chunk(
 ) -> tuple[list[str], dict[str, Point], dict[str, Any], int]:
     """Validate and hash one chunk of the input (all of it, before anything of it runs).
 
+    Points of plain values are checked and hashed by ``Schema.plain_ids`` in one
+    call; the others are validated in full by ``prepare`` (the first bad point
+    raises here). Only the points that will run need a ``Point``.
+
     Returns (the ids not seen before, in input order; the points of those to run;
     the cached records among them; the count of indexed points whose files are lost).
     """
-    prepare = core.schema.prepare
-    points = [prepare(p, {}) for p in chunk]
-    assign_ids(points)
-    fresh: list[Point] = []
-    for point in points:
-        if point.id not in seen:
-            seen.add(point.id)
-            fresh.append(point)
-    ids = [point.id for point in fresh]
-    found, lost = core.lookup(ids)
-    todo = {point.id: point for point in fresh if point.id not in found}
-    return ids, todo, found, lost
+    schema = core.schema
+    prepare = schema.prepare
+    plain = schema.plain_ids(chunk)
+    prepared = {i: prepare(chunk[i], {}) for i, run_id in enumerate(plain) if run_id is None}
+    assign_ids(list(prepared.values()))
+    ids = [run_id or prepared[i].id for i, run_id in enumerate(plain)]
+    fresh: list[str] = []
+    at: list[int] = []  # where in the chunk each fresh id first came
+    for i, run_id in enumerate(ids):
+        if run_id not in seen:
+            seen.add(run_id)
+            fresh.append(run_id)
+            at.append(i)
+    found, lost = core.lookup(fresh)
+    todo: dict[str, Point] = {}
+    for i, run_id in zip(at, fresh, strict=True):
+        if run_id not in found:
+            point = prepared.get(i) or prepare(chunk[i], {})
+            point.id = run_id
+            todo[run_id] = point
+    return fresh, todo, found, lost
 
 
 def _say_lost(missing: int) -> None:
@@ -530,6 +543,9 @@ def _gc_paused() -> Iterator[None]:
         yield
     finally:
         if was_enabled:
+            if gc.get_freeze_count() == 0:
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 

@@ -87,6 +87,11 @@ class Rule:
         """The type check and conversion shared by storing and matching."""
         return value
 
+    def plain(self) -> tuple[int, int, int] | None:
+        """``(kind, low, high)`` of the values ``check`` takes as they are, for
+        ``hashing.hash_plain``; None if the column has no such plain kind."""
+        return None
+
     def limit(self, value: Any, where: str) -> None:
         """What only a stored value must respect (range, length, characters)."""
 
@@ -118,6 +123,9 @@ class Rule:
 class BooleanRule(Rule):
     wants = "True or False"
     text_wants = "true or false"
+
+    def plain(self) -> tuple[int, int, int] | None:
+        return (hashing.PLAIN_BOOL, 0, 0)
 
     def convert(self, value: Any, where: str) -> Any:
         if isinstance(value, bool):
@@ -153,6 +161,9 @@ class IntegerRule(Rule):
             return value
         return super().check(value, where)
 
+    def plain(self) -> tuple[int, int, int] | None:
+        return (hashing.PLAIN_INT, self.low, self.high)
+
     def convert(self, value: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self._type_error(value, where)
@@ -185,6 +196,9 @@ class FloatRule(Rule):
         if type(value) is float and value == value:  # not NaN
             return value
         return super().check(value, where)
+
+    def plain(self) -> tuple[int, int, int] | None:
+        return (hashing.PLAIN_FLOAT, 0, 0)
 
     def convert(self, value: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
@@ -228,6 +242,9 @@ class NumericRule(FloatRule):
     def check(self, value: Any, where: str) -> Any:
         return Rule.check(self, value, where)
 
+    def plain(self) -> tuple[int, int, int] | None:
+        return None
+
     def convert(self, value: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
             raise self._type_error(value, where)
@@ -258,6 +275,9 @@ class StringRule(Rule):
             return value
         return super().check(value, where)
 
+    def plain(self) -> tuple[int, int, int] | None:
+        return (hashing.PLAIN_STR, 0, -1 if self.length is None else self.length)
+
     def convert(self, value: Any, where: str) -> Any:
         if isinstance(value, Enum) and isinstance(value.value, str):
             value = value.value
@@ -285,6 +305,9 @@ class EnumRule(StringRule):
 
     def check(self, value: Any, where: str) -> Any:
         return Rule.check(self, value, where)
+
+    def plain(self) -> tuple[int, int, int] | None:
+        return None
 
     def convert(self, value: Any, where: str) -> Any:
         if self.enum_class is not None and isinstance(value, self.enum_class):

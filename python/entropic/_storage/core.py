@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from entropic._storage.claims import Claims
-from entropic._storage.disk import Disk
+from entropic._storage.disk import Disk, present
 from entropic._storage.index import ID_CHUNK, Index, parse_db_url
 from entropic._storage.owner import new_owner, release_owner, take_owner
 from entropic._storage.recovery import Recovery
@@ -143,7 +143,7 @@ class StoreCore:
         A row whose result file is gone is no hit: a row must never vouch for a lost
         file, so such a point is run again.
         """
-        exists = os.path.exists
+        exists = present
         found: dict[str, Any] = {}
         lost = 0
         get_many = self.index.get_many
@@ -160,7 +160,7 @@ class StoreCore:
         record = self.index.get(run_id)
         if record is None:
             return None
-        if os.path.exists(record.result_file):
+        if present(record.result_file):
             log.debug("hit %s", run_id)
             return record
         log.warning(

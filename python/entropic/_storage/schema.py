@@ -144,6 +144,14 @@ class Schema:
         self.strict_custom_data = False
         self.required = frozenset(required)
         self.allowed = frozenset(column_key) | RESERVED
+        plain: dict[str, tuple[int, bool, bool, int, int]] = {}
+        for name, rule in self.rules.items():
+            kind = rule.plain()
+            if kind is not None:
+                code, low, high = kind
+                plain[name] = (code, rule.nullable, name in required, low, high)
+        #: The spec of ``hashing.hash_plain`` (None if a required column has no plain kind).
+        self.plain = plain if self.required <= plain.keys() else None
         self.columns_text = ", ".join(sorted(column_key)) or "(no parameter columns)"
         self.spec = RowSpec(column_key, fill, frozenset(column.key for column in table.columns))
         # Every mapped attribute, "id" first, and the columns that load them.
@@ -207,6 +215,17 @@ class Schema:
         if self.strict_custom_data:
             check_json_text(clean, "custom_data")
         return Point(params, key, values, clean, run_id)
+
+    def plain_ids(self, chunk: list[dict[str, Any]]) -> list[str | None]:
+        """The id of each of ``chunk`` that ``prepare`` would take exactly as it is.
+
+        Such a point (plain values its columns take unchanged, no reserved keys) is
+        valid, and its id is the hash of its params; it needs a ``prepare`` only to
+        run. None for the others, which ``prepare`` validates in full.
+        """
+        if self.plain is None:
+            return [None] * len(chunk)
+        return hashing.hash_plain(chunk, self.plain)
 
     def point(self, params: Mapping[str, Any], custom_data: Mapping[str, Any]) -> Point:
         """``prepare``, and the id: the explicit one, else the hash of the params."""
