@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import instance_state
 
 from entropic import Base, Mapped, Store
-from entropic._storage.index import json_loads
+from entropic._storage.index import create_engine, json_loads, sqlite_json_result
 from entropic.models import CustomData, tracks_only_custom_data
 
 
@@ -160,3 +160,24 @@ def test_bare_numbers_and_constants_read_as_json_loads_reads_them() -> None:
     for text in ("1", "1.5", "1e400", "-0.0", "NaN", "Infinity", "null", '"s"', "[]", "{}"):
         assert _outcome(json_loads, text) == _outcome(json.loads, text)
     assert math.isnan(json_loads("NaN"))
+
+
+def _sqlalchemy_json_result() -> Any:
+    """What SQLAlchemy reads a JSON column of entropic's SQLite engines with."""
+    dialect = create_engine(sa.make_url("sqlite://")).dialect
+    return sa.JSON().dialect_impl(dialect).result_processor(dialect, None)
+
+
+@given(
+    value=st.one_of(
+        JSON_VALUES.map(json.dumps),
+        JSON_VALUES.map(lambda v: json.dumps(v).encode("utf-8")),
+        st.none(),
+        st.integers(),
+        st.floats(allow_nan=True),
+        st.text(max_size=10),
+        st.sampled_from(["{}", " {}", "{} ", "{ }", b"{}", "[]", "", b"", 1, 1.5]),
+    )
+)
+def test_sqlite_json_columns_read_as_sqlalchemy_reads_them(value: Any) -> None:
+    assert _outcome(sqlite_json_result, value) == _outcome(_sqlalchemy_json_result(), value)

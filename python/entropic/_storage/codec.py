@@ -13,6 +13,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from entropic import hashing
+
 __all__ = [
     "SIDECAR_VERSION",
     "decode_line",
@@ -81,10 +83,14 @@ def decode_row(plain: object, types: object) -> dict[str, Any]:
 def encode_line(row: dict[str, Any]) -> bytes | None:
     """One journal line (newline included) holding ``row``; None if JSON cannot hold it."""
     plain, types = encode_row(row)
+    line = {"row": plain, "types": types}
     try:
-        return (_COMPACT({"row": plain, "types": types}) + "\n").encode("utf-8", "surrogatepass")
+        text = hashing.json_dumps(line, True)
+        if text is None:
+            text = _COMPACT(line)
     except (TypeError, ValueError):
         return None
+    return (text + "\n").encode("utf-8", "surrogatepass")
 
 
 def decode_line(line: bytes) -> dict[str, Any]:

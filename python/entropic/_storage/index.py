@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import numbers
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -19,11 +20,18 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm.attributes import instance_state
+from sqlalchemy.orm.attributes import instance_dict, instance_state
 from sqlalchemy.pool import StaticPool
 
+from entropic import hashing
 from entropic._storage.schema import Schema, refuse_drift
-from entropic._storage.statements import DriverSelect, DriverWrite, compile_select, compile_write
+from entropic._storage.statements import (
+    DriverSelect,
+    DriverWrite,
+    Processor,
+    compile_select,
+    compile_write,
+)
 from entropic._storage.tables import CLAIMS, FAILURES, METADATA
 from entropic.models import Base, CustomData, Failure, tracks_only_custom_data
 
@@ -40,6 +48,7 @@ __all__ = [
     "mask_url",
     "parse_db_url",
     "secrets_of",
+    "sqlite_json_result",
     "upsert",
 ]
 
@@ -185,6 +194,23 @@ def json_loads(text: str | bytes) -> Any:
     return json.loads(text)
 
 
+def sqlite_json_result(value: Any) -> Any:
+    """A SQLite JSON column's value as SQLAlchemy reads it with ``json_loads``, in one call.
+
+    Text is JSON text; None is NULL; a number is kept (a row written when the
+    column's numeric affinity turned bare numbers into numbers); a BLOB is JSON
+    bytes. The empty object, what most records' custom_data holds, is read
+    without a decoder.
+    """
+    if type(value) is str:
+        return {} if value == "{}" else json_loads(value)
+    if value is None:
+        return None
+    if isinstance(value, numbers.Number):
+        return value
+    return json_loads(value)
+
+
 def _sqlite_json(value: Any) -> str | bytes:
     """JSON text for SQLite; a bare number as a BLOB.
 
@@ -192,7 +218,9 @@ def _sqlite_json(value: Any) -> str | bytes:
     number would be stored as a number: 10**30 would come back as 1e+30 and 1.0
     as 1. A BLOB keeps the text exactly; reading it back parses the same JSON.
     """
-    text = json.dumps(value)
+    text = hashing.json_dumps(value, False)
+    if text is None:
+        text = json.dumps(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return text.encode("ascii")
     return text
@@ -295,35 +323,47 @@ class RecordBuilder:
     def build(self, values: Sequence[Any]) -> Any:
         return self.build_many([values])[0]
 
-    def build_many(self, rows: Iterable[Sequence[Any]]) -> list[Any]:
-        """One record per row of column values (in ``attrs`` order)."""
+    def build_many(
+        self, rows: Iterable[Sequence[Any]], processors: Sequence[tuple[int, Processor]] = ()
+    ) -> list[Any]:
+        """One record per row of column values (in ``attrs`` order).
+
+        ``processors`` turn the values at their positions into Python values first
+        (rows as the driver gives them; see ``DriverSelect.fetch``).
+        """
         new_instance = self.manager.new_instance
         attrs = self.attrs
         identity_class = self.identity_class
-        records = []
+        convert = [(attrs[i], i, processor) for i, processor in processors]
+        records: list[Any] = []
+        append = records.append
         if self._tracks_only_custom_data():
             # What firing the load event would do, without the event's dispatch.
-            at = self.custom_data_at
             loaded = CustomData.loaded
             for values in rows:
                 record = new_instance()
                 state = instance_state(record)
-                held = state.dict
+                held = instance_dict(record)
                 held.update(zip(attrs, values, strict=False))
+                for attr, i, processor in convert:
+                    held[attr] = processor(values[i])
                 state.key = (identity_class, (values[0],), None)
-                data = values[at]
+                data = held["custom_data"]
                 if data is not None:
                     held["custom_data"] = loaded(data, state)
-                records.append(record)
+                append(record)
             return records
         load = self.load
         for values in rows:
             record = new_instance()
             state = instance_state(record)
-            state.dict.update(zip(attrs, values, strict=False))
+            held = instance_dict(record)
+            held.update(zip(attrs, values, strict=False))
+            for attr, i, processor in convert:
+                held[attr] = processor(values[i])
             state.key = (identity_class, (values[0],), None)
             load(state, None)
-            records.append(record)
+            append(record)
         return records
 
     def _tracks_only_custom_data(self) -> bool:
@@ -410,7 +450,11 @@ class Index:
         }
         self._select_driver = None
         if self.schema is not None:
-            self._select_driver = compile_select(self.schema.columns, self.table.c.id, dialect)
+            # create_engine gave SQLite json_loads: sqlite_json_result reads its JSON the same.
+            json_result = sqlite_json_result if dialect.name == "sqlite" else None
+            self._select_driver = compile_select(
+                self.schema.columns, self.table.c.id, dialect, json_result
+            )
 
     def close(self) -> None:
         """Close the engine's connections (an in-memory database is lost); later calls reopen."""
@@ -582,10 +626,9 @@ class Index:
         driver = self._select_driver
         with engine.connect() as conn:
             if driver is not None:
-                rows = driver.rows(conn, [run_id])
-                row: Any = rows[0] if rows else None
-            else:
-                row = conn.execute(self._select_one, {"id": run_id}).first()
+                fetched, processors = driver.fetch(conn, [run_id])
+                return self.builder.build_many(fetched, processors)[0] if fetched else None
+            row = conn.execute(self._select_one, {"id": run_id}).first()
         return None if row is None else self.builder.build(row)
 
     def get_many(self, run_ids: list[str]) -> dict[str, Any]:
@@ -594,10 +637,11 @@ class Index:
         driver = self._select_driver
         with engine.connect() as conn:
             if driver is not None:
-                rows: Sequence[Any] = driver.rows(conn, run_ids)
+                rows, processors = driver.fetch(conn, run_ids)
             else:
-                rows = conn.execute(self._select_many, {"ids": run_ids}).all()
-        return dict(zip([row[0] for row in rows], self.builder.build_many(rows), strict=True))
+                rows, processors = conn.execute(self._select_many, {"ids": run_ids}).all(), []
+        records = self.builder.build_many(rows, processors)
+        return dict(zip([row[0] for row in rows], records, strict=True))
 
     def records(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         """Detached records built from rows the caller holds (read back if not exact)."""

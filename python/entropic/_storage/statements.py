@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Dialect
 __all__ = [
     "DriverSelect",
     "DriverWrite",
+    "Processor",
     "bind_processor",
     "compile_select",
     "compile_write",
@@ -123,9 +124,15 @@ class DriverSelect:
     """``SELECT columns FROM table WHERE id IN (ids)``, values through their result processors."""
 
     def __init__(
-        self, columns: Sequence[sa.Column[Any]], id_column: sa.Column[Any], dialect: Dialect
+        self,
+        columns: Sequence[sa.Column[Any]],
+        id_column: sa.Column[Any],
+        dialect: Dialect,
+        json_result: Processor | None = None,
     ):
         self.columns = list(columns)
+        #: Used for JSON columns instead of their type's processor (None: the type's).
+        self.json_result = json_result
         self.id_column = id_column
         self.dialect = dialect
         self._by_count: dict[int, str] = {}
@@ -151,10 +158,13 @@ class DriverSelect:
             sql = self._by_count[count] = compiled.string
         return sql
 
-    def rows(self, conn: Connection, ids: Sequence[str]) -> list[list[Any]]:
-        """The stored rows of ``ids`` (any order), as lists of Python values."""
+    def fetch(
+        self, conn: Connection, ids: Sequence[str]
+    ) -> tuple[Sequence[Sequence[Any]], list[tuple[int, Processor]]]:
+        """The stored rows of ``ids`` as the driver gives them, and what turns them into
+        Python values: ``(position, result processor)`` of each column that needs one."""
         if not ids:
-            return []
+            return [], []
         if self._array:
             result = conn.exec_driver_sql(self._array_sql, {"ids": list(ids)})
         else:
@@ -165,18 +175,15 @@ class DriverSelect:
         processors = self._processors.get(codes)
         if processors is None:
             processors = self._processors[codes] = self._result_processors(codes)
-        out = []
-        for fetched_row in fetched:
-            values = list(fetched_row)
-            for i, processor in processors:
-                values[i] = processor(values[i])
-            out.append(values)
-        return out
+        return fetched, processors
 
     def _result_processors(self, codes: tuple[Any, ...]) -> list[tuple[int, Processor]]:
         dialect = self.dialect
         found: list[tuple[int, Processor]] = []
         for i, (column, code) in enumerate(zip(self.columns, codes, strict=True)):
+            if self.json_result is not None and isinstance(column.type, sa.JSON):
+                found.append((i, self.json_result))
+                continue
             processor = column.type.dialect_impl(dialect).result_processor(dialect, code)
             if processor is not None:
                 found.append((i, processor))
@@ -184,9 +191,16 @@ class DriverSelect:
 
 
 def compile_select(
-    columns: Sequence[sa.Column[Any]], id_column: sa.Column[Any], dialect: Dialect
+    columns: Sequence[sa.Column[Any]],
+    id_column: sa.Column[Any],
+    dialect: Dialect,
+    json_result: Processor | None = None,
 ) -> DriverSelect | None:
-    """A DriverSelect of ``columns`` by id, or None where the driver path is not used."""
+    """A DriverSelect of ``columns`` by id, or None where the driver path is not used.
+
+    ``json_result``, if given, reads JSON columns instead of their type's result
+    processor: it must give exactly what that processor gives.
+    """
     if dialect.name not in _DIALECTS:
         return None
-    return DriverSelect(columns, id_column, dialect)
+    return DriverSelect(columns, id_column, dialect, json_result)
