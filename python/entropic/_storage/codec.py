@@ -20,6 +20,7 @@ __all__ = [
     "decode_line",
     "decode_row",
     "decode_sidecar",
+    "dumps",
     "encode_line",
     "encode_row",
     "encode_sidecar",
@@ -40,6 +41,14 @@ _DECODERS: dict[str, Any] = {
 
 #: Types JSON holds as they are (exact types: a subclass takes the checks below).
 _PLAIN = frozenset({str, int, float, bool, type(None), dict, list})
+
+
+def dumps(value: Any, *, compact: bool = False) -> str:
+    """``json.dumps(value)`` (compact: no spaces), plain data written by the compiled core."""
+    text = hashing.json_dumps(value, compact)
+    if text is None:
+        text = _COMPACT(value) if compact else json.dumps(value)
+    return text
 
 
 def encode_row(row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -83,11 +92,8 @@ def decode_row(plain: object, types: object) -> dict[str, Any]:
 def encode_line(row: dict[str, Any]) -> bytes | None:
     """One journal line (newline included) holding ``row``; None if JSON cannot hold it."""
     plain, types = encode_row(row)
-    line = {"row": plain, "types": types}
     try:
-        text = hashing.json_dumps(line, True)
-        if text is None:
-            text = _COMPACT(line)
+        text = dumps({"row": plain, "types": types}, compact=True)
     except (TypeError, ValueError):
         return None
     return (text + "\n").encode("utf-8", "surrogatepass")

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm.attributes import instance_dict, instance_state
 from sqlalchemy.pool import StaticPool
 
-from entropic import hashing
+from entropic._storage.codec import dumps
 from entropic._storage.schema import Schema, refuse_drift
 from entropic._storage.statements import (
     DriverSelect,
@@ -218,9 +218,7 @@ def _sqlite_json(value: Any) -> str | bytes:
     number would be stored as a number: 10**30 would come back as 1e+30 and 1.0
     as 1. A BLOB keeps the text exactly; reading it back parses the same JSON.
     """
-    text = hashing.json_dumps(value, False)
-    if text is None:
-        text = json.dumps(value)
+    text = dumps(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return text.encode("ascii")
     return text
