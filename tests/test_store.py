@@ -160,7 +160,7 @@ def test_in_memory_sqlite_keeps_data_across_calls(tmp_path: Path) -> None:
             assert got.id == first.id
 
 
-def test_sqlite_file_uses_wal_and_a_busy_timeout(tmp_path: Path) -> None:
+def test_sqlite_file_uses_wal_a_busy_timeout_and_a_large_page_cache(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'w.sqlite3'}"
     with (
         Store(Calls(), Sim, results_dir=tmp_path / "r", db_url=url) as store,
@@ -168,6 +168,8 @@ def test_sqlite_file_uses_wal_and_a_busy_timeout(tmp_path: Path) -> None:
     ):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 10_000
+        # Negative: KiB. Larger than SQLite's 2 MiB default, bounded (64 MiB).
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -65536
 
 
 def test_sqlite_writes_start_with_begin_immediate(tmp_path: Path) -> None:
