@@ -316,7 +316,6 @@ class RecordBuilder:
         # The class identity keys name (the base of a single-table hierarchy).
         self.identity_class = mapper.identity_key_from_primary_key((None,))[0]
         self.attrs = attrs
-        self.custom_data_at = attrs.index("custom_data")
         self.load = self.manager.dispatch.load
         # The load listeners last seen, and whether they are only custom_data's tracking.
         self._seen: tuple[Any, ...] | None = None
@@ -337,25 +336,12 @@ class RecordBuilder:
         attrs = self.attrs
         identity_class = self.identity_class
         convert = [(attrs[i], i, processor) for i, processor in processors]
+        # Without other load listeners, what firing the load event would do, undispatched.
+        direct = self._tracks_only_custom_data()
+        loaded = CustomData.loaded
+        load = self.load
         records: list[Any] = []
         append = records.append
-        if self._tracks_only_custom_data():
-            # What firing the load event would do, without the event's dispatch.
-            loaded = CustomData.loaded
-            for values in rows:
-                record = new_instance()
-                state = instance_state(record)
-                held = instance_dict(record)
-                held.update(zip(attrs, values, strict=False))
-                for attr, i, processor in convert:
-                    held[attr] = processor(values[i])
-                state.key = (identity_class, (values[0],), None)
-                data = held["custom_data"]
-                if data is not None:
-                    held["custom_data"] = loaded(data, state)
-                append(record)
-            return records
-        load = self.load
         for values in rows:
             record = new_instance()
             state = instance_state(record)
@@ -364,7 +350,10 @@ class RecordBuilder:
             for attr, i, processor in convert:
                 held[attr] = processor(values[i])
             state.key = (identity_class, (values[0],), None)
-            load(state, None)
+            if not direct:
+                load(state, None)
+            elif (data := held["custom_data"]) is not None:
+                held["custom_data"] = loaded(data, state)
             append(record)
         return records
 
