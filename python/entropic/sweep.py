@@ -39,14 +39,24 @@ from entropic.models import utcnow
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-__all__ = ["BATCH_RUNS", "BATCH_SECONDS", "INPUT_CHUNK", "assign_ids", "isweep", "sweep"]
+__all__ = [
+    "BATCH_RUNS",
+    "BATCH_SECONDS",
+    "CLAIM_RUNS",
+    "INPUT_CHUNK",
+    "assign_ids",
+    "isweep",
+    "sweep",
+]
 
 log = logging.getLogger("entropic")
 
 #: Points validated and hashed together (one ``hash_many`` call each).
 INPUT_CHUNK = 10_000
+#: Points claimed together, just before this process runs them.
+CLAIM_RUNS = 256
 #: A batch is committed after this many finished runs...
-BATCH_RUNS = 256
+BATCH_RUNS = 1024
 #: ...or this many seconds after the previous commit, whichever comes first.
 BATCH_SECONDS = 2.0
 #: How often the progress bar prints a line when stderr is not a terminal.
@@ -300,15 +310,15 @@ class _Run:
         ids = list(self.todo)
         waiting: list[str] = []
         if client is None:
-            for i in range(0, len(ids), BATCH_RUNS):
-                won, busy = self.claims.claim(ids[i : i + BATCH_RUNS])
+            for i in range(0, len(ids), CLAIM_RUNS):
+                won, busy = self.claims.claim(ids[i : i + CLAIM_RUNS])
                 waiting.extend(busy)
                 for run_id in self._drop_done(won):
                     self.run_here(self.todo.pop(run_id))
         else:
             won = []
-            for i in range(0, len(ids), BATCH_RUNS):
-                part_won, busy = self.claims.claim(ids[i : i + BATCH_RUNS])
+            for i in range(0, len(ids), CLAIM_RUNS):
+                part_won, busy = self.claims.claim(ids[i : i + CLAIM_RUNS])
                 waiting.extend(busy)
                 won.extend(self._drop_done(part_won))
             points = [self.todo.pop(run_id) for run_id in won]
