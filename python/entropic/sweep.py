@@ -310,24 +310,27 @@ class _Run:
         ids = list(self.todo)
         waiting: list[str] = []
         if client is None:
-            for i in range(0, len(ids), CLAIM_RUNS):
-                won, busy = self.claims.claim(ids[i : i + CLAIM_RUNS])
-                waiting.extend(busy)
-                for run_id in self._drop_done(won):
+            for won in self._claim_in_turn(ids, waiting):
+                for run_id in won:
                     self.run_here(self.todo.pop(run_id))
         else:
-            won = []
-            for i in range(0, len(ids), CLAIM_RUNS):
-                part_won, busy = self.claims.claim(ids[i : i + CLAIM_RUNS])
-                waiting.extend(busy)
-                won.extend(self._drop_done(part_won))
-            points = [self.todo.pop(run_id) for run_id in won]
+            points = [
+                self.todo.pop(run_id) for won in self._claim_in_turn(ids, waiting) for run_id in won
+            ]
             unfinished = dispatch(client, self.core.point_runner, self, points, fallback=fallback)
             self.fell_back += len(unfinished)
             self._postfix()
             for point in unfinished:
                 self.run_here(point)
         self._wait_for_peers(waiting)
+
+    def _claim_in_turn(self, ids: list[str], waiting: list[str]) -> Iterator[list[str]]:
+        """Claim ``ids`` CLAIM_RUNS at a time, each when the caller asks for it: yields the
+        won ids that still need a run; ids live peers hold are added to ``waiting``."""
+        for i in range(0, len(ids), CLAIM_RUNS):
+            won, busy = self.claims.claim(ids[i : i + CLAIM_RUNS])
+            waiting.extend(busy)
+            yield self._drop_done(won)
 
     def _drop_done(self, won: list[str]) -> list[str]:
         """Won ids that still need a run; those a peer persisted meanwhile become records."""
