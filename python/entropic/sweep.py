@@ -186,7 +186,8 @@ def _plan_chunk(
 
     Points of plain values are checked and hashed by ``Schema.plain_ids`` in one
     call; the others are validated in full by ``prepare`` (the first bad point
-    raises here). Only the points that will run need a ``Point``.
+    raises here). Only the points that will run need a ``Point``; a plain one's is
+    made without checking again (``Schema.plain_point``).
 
     Returns (the ids not seen before, in input order; the points of those to run;
     the cached records among them; the count of indexed points whose files are lost).
@@ -206,10 +207,14 @@ def _plan_chunk(
             at.append(i)
     found, lost = core.lookup(fresh)
     todo: dict[str, Point] = {}
+    plain_point = schema.plain_point
     for i, run_id in zip(at, fresh, strict=True):
         if run_id not in found:
-            point = prepared.get(i) or prepare(chunk[i], {})
-            point.id = run_id
+            point = prepared.get(i)
+            if point is None:
+                point = plain_point(chunk[i], run_id)
+            else:
+                point.id = run_id
             todo[run_id] = point
     return fresh, todo, found, lost
 

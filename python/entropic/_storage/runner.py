@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from entropic._storage.columns import json_clean
-from entropic._storage.disk import Disk
+from entropic._storage.disk import Disk, lexists
 from entropic._storage.journal import Journal
 from entropic._storage.schema import Point, RowSpec
 from entropic.errors import MissingResultError
@@ -51,12 +51,14 @@ class PointRunner:
         if had_row:
             kept_old = disk.move_aside(run_id)
         else:
-            # Almost always absent: a look is cheaper than an unlink that finds nothing.
-            if os.path.lexists(path):
+            # Almost always absent: a look (links not followed, no stat result built) is
+            # cheaper than an unlink that finds nothing.
+            if lexists(path):
                 with suppress(FileNotFoundError):
                     os.unlink(path)
             kept_old = False
-        call = {k: v for k, v in point.params.items() if k != "created_at"}
+        call = dict(point.params)
+        call.pop("created_at", None)
         call["result_file"] = path
         call["id"] = run_id
         call["custom_data"] = point.custom_data

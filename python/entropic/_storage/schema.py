@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +50,12 @@ class RowSpec:
     column_key: dict[str, str]  # attribute name -> column key, for the parameter columns
     fill: dict[str, Any]  # scalar defaults of the columns params may omit, by column key
     table_keys: frozenset[str]  # every column key of the table
+    #: Whether every parameter column's key is its attribute name (rows copy values as they are).
+    same_keys: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        same = all(name == key for name, key in self.column_key.items())
+        object.__setattr__(self, "same_keys", same)
 
     @classmethod
     def for_table(cls, table: sa.Table) -> RowSpec:
@@ -61,9 +67,12 @@ class RowSpec:
     def row(self, point: Point, result_file: str, custom_data: dict[str, Any]) -> dict[str, Any]:
         """The full row of a point, keyed by column key, as it will be stored."""
         row = dict(self.fill)
-        column_key = self.column_key
-        for name, value in point.values.items():
-            row[column_key[name]] = value
+        if self.same_keys:
+            row.update(point.values)
+        else:
+            column_key = self.column_key
+            for name, value in point.values.items():
+                row[column_key[name]] = value
         row["id"] = point.id
         row["result_file"] = result_file
         row["created_at"] = utcnow()
@@ -226,6 +235,12 @@ class Schema:
         if self.plain is None:
             return [None] * len(chunk)
         return hashing.hash_plain(chunk, self.plain)
+
+    def plain_point(self, params: dict[str, Any], run_id: str) -> Point:
+        """The Point of ``params`` that ``plain_ids`` gave ``run_id``: what ``prepare`` would
+        give, without checking again (its values are taken as they are)."""
+        key = dict(params)
+        return Point(params, key, key, {}, run_id)
 
     def point(self, params: Mapping[str, Any], custom_data: Mapping[str, Any]) -> Point:
         """``prepare``, and the id: the explicit one, else the hash of the params."""
