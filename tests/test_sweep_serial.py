@@ -174,7 +174,7 @@ def test_lookups_are_chunked(store: Store[Point]) -> None:
     assert [r.a for r in again] == list(range(n))
     assert len(_calls(store)) == n
     assert len(bound) == 3
-    assert max(bound) <= LOOKUP_CHUNK <= 500
+    assert max(bound) <= LOOKUP_CHUNK <= 512
 
 
 def test_explicit_ids_in_a_sweep(store: Store[Point]) -> None:

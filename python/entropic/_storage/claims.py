@@ -28,7 +28,12 @@ from entropic._storage.owner import (
     owner_alive,
     release_owner,
 )
-from entropic._storage.statements import bind_processor, placeholder, wrap_value_error
+from entropic._storage.statements import (
+    bind_processor,
+    compile_ids,
+    placeholder,
+    wrap_value_error,
+)
 from entropic._storage.tables import CLAIMS
 from entropic.models import utcnow
 
@@ -83,6 +88,14 @@ class Claims:
             c.owner == self.owner,
             c.id.in_(sa.bindparam("ids", expanding=True)),
         )
+        self._delete_driver = compile_ids(
+            lambda ids: sa.delete(CLAIMS).where(
+                c.table_name == sa.bindparam("t"), c.owner == sa.bindparam("o"), ids
+            ),
+            c.id,
+            dialect,
+        )
+        self._delete_values = {"t": self.table_name, "o": self.owner}
 
     # -- claiming --------------------------------------------------------------------------
 
@@ -110,6 +123,8 @@ class Claims:
         check = [run_id for run_id in ids if run_id not in ours]
         busy: list[str] = []
         stale: list[tuple[str, str]] = []
+        if not check:
+            return list(ids), busy  # the insert won every one
         with self.index.engine.connect() as conn:
             for i in range(0, len(check), ID_CHUNK):
                 for run_id, owner, heartbeat in conn.execute(
@@ -237,9 +252,14 @@ class Claims:
         if not self.enabled or not ids:
             return None
 
+        driver = self._delete_driver
+
         def release(conn: Connection) -> None:
             for i in range(0, len(ids), ID_CHUNK):
-                conn.execute(self._delete, {"ids": ids[i : i + ID_CHUNK]})
+                if driver is not None:
+                    driver.execute(conn, ids[i : i + ID_CHUNK], self._delete_values)
+                else:
+                    conn.execute(self._delete, {"ids": ids[i : i + ID_CHUNK]})
 
         return release
 

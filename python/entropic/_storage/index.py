@@ -26,9 +26,11 @@ from sqlalchemy.pool import StaticPool
 from entropic._storage.codec import dumps
 from entropic._storage.schema import Schema, refuse_drift
 from entropic._storage.statements import (
+    DriverIds,
     DriverSelect,
     DriverWrite,
     Processor,
+    compile_ids,
     compile_select,
     compile_write,
 )
@@ -60,8 +62,9 @@ SQLITE_BUSY_TIMEOUT_MS = 60_000
 #: sweep's lookups by id land all over the file, which a small cache reads again and again.
 SQLITE_CACHE_KIB = 65_536
 #: Ids bound per ``IN (...)`` statement (and claims per insert), far below every
-#: dialect's bound-parameter limit. The one batch size of every chunked statement.
-ID_CHUNK = 500
+#: dialect's bound-parameter limit. The one batch size of every chunked statement; a power
+#: of two, as statements over fewer ids are padded to one (``statements.padded``).
+ID_CHUNK = 512
 _CAUGHT = (sa.exc.StatementError, UnicodeError, OverflowError)
 
 
@@ -392,6 +395,7 @@ class Index:
         # Compiled for the open engine (``_compile_driver_statements``); None: SQLAlchemy's path.
         self._writes: dict[tuple[bool, bool], DriverWrite | None] = {}
         self._select_driver: DriverSelect | None = None
+        self._clear_failures_driver: DriverIds | None = None
         self._upsert = upsert(table, self.dialect)
         self._upsert_newer = upsert(table, self.dialect, newer_only=True)
         self._insert_missing = insert_missing(table, self.dialect)
@@ -440,6 +444,12 @@ class Index:
             (True, True): compile_write(self._upsert_newer, dialect, keys),
         }
         self._select_driver = None
+        f = FAILURES.c
+        self._clear_failures_driver = compile_ids(
+            lambda ids: sa.delete(FAILURES).where(f.table_name == sa.bindparam("t"), ids),
+            f.id,
+            dialect,
+        )
         if self.schema is not None:
             # create_engine gave SQLite json_loads: sqlite_json_result reads its JSON the same.
             json_result = sqlite_json_result if dialect.name == "sqlite" else None
@@ -573,8 +583,12 @@ class Index:
     def _record_failures(
         self, conn: Connection, clear: list[str], failures: Sequence[Mapping[str, Any]]
     ) -> None:
+        driver = self._clear_failures_driver
         for i in range(0, len(clear), ID_CHUNK):
-            conn.execute(self._clear_failures, {"t": self.name, "ids": clear[i : i + ID_CHUNK]})
+            if driver is not None:
+                driver.execute(conn, clear[i : i + ID_CHUNK], {"t": self.name})
+            else:
+                conn.execute(self._clear_failures, {"t": self.name, "ids": clear[i : i + ID_CHUNK]})
         if failures:
             conn.execute(
                 sa.insert(FAILURES), [{**failure, "table_name": self.name} for failure in failures]

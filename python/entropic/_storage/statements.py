@@ -14,20 +14,25 @@ return None elsewhere and the caller keeps SQLAlchemy's path.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 
 __all__ = [
+    "SQLITE_DATETIME_FORMAT",
+    "DriverIds",
     "DriverSelect",
     "DriverWrite",
     "Processor",
     "bind_processor",
+    "compile_ids",
     "compile_select",
     "compile_write",
+    "padded",
     "placeholder",
     "wrap_value_error",
 ]
@@ -55,9 +60,48 @@ def wrap_value_error(exc: Exception, sql: str) -> sa.exc.StatementError:
 
 
 def bind_processor(type_: Any, dialect: Dialect) -> Processor | None:
-    """The conversion SQLAlchemy applies to a value of ``type_`` it binds on ``dialect``."""
-    processor: Processor | None = type_.dialect_impl(dialect).bind_processor(dialect)
+    """The conversion SQLAlchemy applies to a value of ``type_`` it binds on ``dialect``.
+
+    SQLite's DATETIME in its default storage format gets the same text written
+    by ``datetime.isoformat`` (a fifth of the cost) for plain naive datetimes.
+    """
+    impl = type_.dialect_impl(dialect)
+    processor: Processor | None = impl.bind_processor(dialect)
+    if (
+        processor is not None
+        and isinstance(impl, sqlite.DATETIME)
+        and getattr(impl, "_storage_format", None) == SQLITE_DATETIME_FORMAT
+    ):
+        return _sqlite_datetime(processor)
     return processor
+
+
+#: SQLAlchemy's default text of an SQLite DATETIME value.
+SQLITE_DATETIME_FORMAT = (
+    "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d"
+)
+
+
+def _sqlite_datetime(processor: Processor) -> Processor:
+    """``processor`` (SQLite's DATETIME bind conversion), faster for naive datetimes."""
+
+    def process(value: Any) -> Any:
+        if type(value) is datetime and value.tzinfo is None:
+            return value.isoformat(" ", "microseconds")
+        return processor(value)
+
+    return process
+
+
+def padded(ids: Sequence[str]) -> Sequence[str]:
+    """``ids`` (not empty) padded with its last id up to the next power of two.
+
+    An ``IN`` list matches a repeated id once, and a statement is then compiled
+    for a few counts of ids only, not for every count a sweep happens to need.
+    """
+    count = len(ids)
+    size = 1 << (count - 1).bit_length()
+    return ids if size == count else [*ids, *[ids[-1]] * (size - count)]
 
 
 class DriverWrite:
@@ -168,6 +212,7 @@ class DriverSelect:
         if self._array:
             result = conn.exec_driver_sql(self._array_sql, {"ids": list(ids)})
         else:
+            ids = padded(ids)
             result = conn.exec_driver_sql(self.sql(len(ids)), tuple(ids))
         description = result.cursor.description
         fetched = result.fetchall()
@@ -204,3 +249,76 @@ def compile_select(
     if dialect.name not in _DIALECTS:
         return None
     return DriverSelect(columns, id_column, dialect, json_result)
+
+
+class DriverIds:
+    """A statement over a list of ids (``id IN (...)``; ``= ANY(array)`` on PostgreSQL),
+    compiled once per count of ids, run with the driver's own parameters.
+
+    ``make(condition)`` builds the statement from the id condition; its other values
+    are named bind parameters of types the driver takes as they are (text, integers),
+    given to ``execute`` by name.
+    """
+
+    def __init__(
+        self, make: Callable[[Any], Any], id_column: sa.Column[Any], dialect: Dialect
+    ) -> None:
+        self.make = make
+        self.id_column = id_column
+        self.dialect = dialect
+        self._array = dialect.name == "postgresql"
+        # count -> (SQL, names bound before the ids, names bound after them)
+        self._by_count: dict[int, tuple[str, list[str], list[str]]] = {}
+        if self._array:
+            ids = sa.bindparam("ids", type_=postgresql.ARRAY(id_column.type))
+            self._array_sql = self._compile(id_column == sa.any_(ids), [])[0]
+        else:
+            self._sql(1)  # refuses here a statement it cannot run
+
+    def _compile(self, condition: Any, id_names: list[str]) -> tuple[str, list[str], list[str]]:
+        compiled = self.make(condition).compile(dialect=self.dialect)
+        dialect = self.dialect
+        for name, bind in compiled.binds.items():
+            if name != "ids" and bind_processor(bind.type, dialect) is not None:
+                raise ValueError(f"parameter {name} needs a conversion")
+        if not id_names:  # the array: one parameter, named
+            return compiled.string, [], []
+        if not compiled.positional:
+            raise ValueError("the driver takes named parameters")
+        names = list(compiled.positiontup)
+        start = names.index(id_names[0])
+        if names[start : start + len(id_names)] != id_names:
+            raise ValueError("the ids are not bound together")
+        return compiled.string, names[:start], names[start + len(id_names) :]
+
+    def _sql(self, count: int) -> tuple[str, list[str], list[str]]:
+        found = self._by_count.get(count)
+        if found is None:
+            id_names = [f"entropic_id{i}" for i in range(count)]
+            marks = [sa.bindparam(name, type_=self.id_column.type) for name in id_names]
+            found = self._by_count[count] = self._compile(self.id_column.in_(marks), id_names)
+        return found
+
+    def execute(self, conn: Connection, ids: Sequence[str], values: Mapping[str, Any]) -> Any:
+        """Run the statement for ``ids`` (at most a few hundred) with ``values`` by name."""
+        if self._array:
+            return conn.exec_driver_sql(self._array_sql, {**values, "ids": list(ids)})
+        if not ids:
+            return None
+        ids = padded(ids)
+        sql, before, after = self._sql(len(ids))
+        return conn.exec_driver_sql(
+            sql, (*[values[name] for name in before], *ids, *[values[name] for name in after])
+        )
+
+
+def compile_ids(
+    make: Callable[[Any], Any], id_column: sa.Column[Any], dialect: Dialect
+) -> DriverIds | None:
+    """``make`` (a statement built around an id condition) as a DriverIds, or None."""
+    if dialect.name not in _DIALECTS:
+        return None
+    try:
+        return DriverIds(make, id_column, dialect)
+    except (ValueError, KeyError, sa.exc.CompileError):
+        return None
