@@ -1,0 +1,270 @@
+"""The per-run bookkeeping of a sweep, done the quick way, gives what the general way gives.
+
+A sweep's cold path takes shortcuts on every finished run: a cheaper clock
+reading, a plain point made into a ``Point`` without checking it again, the
+journal line of an ordinary row written in one go, SQLite datetimes written by
+``isoformat``, deletes by id sent to the driver as compiled SQL. Each is held
+here to the result of the general path it stands in for.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy.dialects import sqlite
+
+from entropic import Base, Mapped, Store
+from entropic._storage.codec import dumps, encode_line, encode_row
+from entropic._storage.disk import lexists
+from entropic._storage.schema import Schema
+from entropic._storage.statements import SQLITE_DATETIME_FORMAT, bind_processor, padded
+from entropic._storage.tables import CLAIMS, FAILURES
+from entropic.hashing import hash_params
+from entropic.models import utcnow
+
+
+class Kept(Base):
+    __tablename__ = "bookkeeping_kept"
+
+    n: Mapped[int]
+    x: Mapped[float]
+    name: Mapped[str]
+
+
+def _write(params: dict[str, Any]) -> None:
+    Path(params["result_file"]).write_bytes(b"x")
+
+
+# --- the clock ------------------------------------------------------------------------------
+
+
+def test_utcnow_is_the_current_utc_time_without_a_zone() -> None:
+    for _ in range(1000):
+        before = datetime.now(timezone.utc).replace(tzinfo=None)
+        now = utcnow()
+        after = datetime.now(timezone.utc).replace(tzinfo=None)
+        assert type(now) is datetime
+        assert now.tzinfo is None
+        assert before <= now <= after
+
+
+# --- plain points -----------------------------------------------------------------------------
+
+
+@given(n=st.integers(-(2**63), 2**63 - 1), x=st.floats(allow_nan=False), name=st.text())
+def test_a_plain_point_is_the_point_prepare_gives(n: int, x: float, name: str) -> None:
+    schema = Schema(Kept, "sqlite")
+    params = {"n": n, "x": x, "name": name}
+    [run_id] = schema.plain_ids([params])
+    if run_id is None:  # not plain (a non-ASCII name, say): prepare's alone
+        return
+    fast = schema.plain_point(params, run_id)
+    full = schema.point(params, {})
+    assert (fast.id, fast.key, fast.values, fast.custom_data) == (
+        full.id,
+        full.key,
+        full.values,
+        full.custom_data,
+    )
+    assert fast.params is params
+    assert all(fast.values[k] is v for k, v in params.items())
+
+
+# --- journal lines --------------------------------------------------------------------------
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+
+
+class Stamp(datetime):
+    """A datetime subclass: the general path writes it as a datetime too."""
+
+
+values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(),
+    st.lists(st.integers(), max_size=3),
+    st.lists(st.integers(), max_size=3).map(tuple),
+    st.dictionaries(st.text(max_size=3), st.floats(), max_size=3),
+    st.dates(),
+    st.datetimes(),
+    st.datetimes().map(lambda d: Stamp(*d.timetuple()[:6], d.microsecond)),
+    st.decimals(places=2, allow_nan=False),
+    st.binary(max_size=6),
+    st.sampled_from([Level.LOW, 2**64, "\ud800", float("nan")]),
+)
+
+
+def _general_line(row: dict[str, Any]) -> bytes | None:
+    """The journal line of ``row`` as the general path writes it."""
+    plain, types = encode_row(row)
+    try:
+        text = dumps({"row": plain, "types": types}, compact=True)
+    except (TypeError, ValueError):
+        return None
+    return (text + "\n").encode("utf-8", "surrogatepass")
+
+
+@given(
+    row=st.fixed_dictionaries(
+        {
+            "id": st.just("0123456789abcdef"),
+            "result_file": st.text(),
+            "created_at": st.one_of(st.datetimes(), values),
+            "custom_data": st.dictionaries(st.text(max_size=4), values, max_size=3),
+        },
+        optional={"n": values, "x": values, "when": values},
+    )
+)
+def test_a_finished_row_s_journal_line_is_the_general_one(row: dict[str, Any]) -> None:
+    assert encode_line(row) == _general_line(row)
+
+
+def test_a_self_containing_value_with_a_created_at_is_not_journalled() -> None:
+    loop: list[Any] = []
+    loop.append(loop)
+    row = {"id": "0123456789abcdef", "result_file": "f", "created_at": utcnow(), "c": loop}
+    assert encode_line(row) is None
+
+
+# --- SQLite datetimes -----------------------------------------------------------------------
+
+
+zones = st.sampled_from([None, timezone.utc, timezone(timedelta(hours=14))])
+
+
+@given(
+    value=st.one_of(
+        st.datetimes(timezones=zones),
+        st.dates(),
+        st.datetimes().map(lambda d: Stamp(*d.timetuple()[:6], d.microsecond)),
+        st.none(),
+    )
+)
+def test_sqlite_datetimes_are_written_as_sqlalchemy_writes_them(value: Any) -> None:
+    dialect = sqlite.dialect()
+    impl = sa.DateTime().dialect_impl(dialect)
+    assert impl._storage_format == SQLITE_DATETIME_FORMAT  # what the quick path writes
+    theirs = impl.bind_processor(dialect)
+    ours = bind_processor(sa.DateTime(), dialect)
+    assert theirs is not None
+    assert ours is not None
+    assert ours(value) == theirs(value)
+
+
+def test_a_non_datetime_is_refused_as_sqlalchemy_refuses_it() -> None:
+    dialect = sqlite.dialect()
+    ours = bind_processor(sa.DateTime(), dialect)
+    assert ours is not None
+    with pytest.raises(TypeError, match="only accepts Python datetime and date"):
+        ours("2024-01-01")
+
+
+def test_a_custom_sqlite_storage_format_keeps_sqlalchemy_s_processor() -> None:
+    dialect = sqlite.dialect()
+    custom = sqlite.DATETIME(storage_format="%(year)04d/%(month)02d/%(day)02d")
+    processor = bind_processor(custom, dialect)
+    assert processor is not None
+    assert processor(datetime(2024, 5, 6, 7, 8, 9)) == "2024/05/06"
+
+
+# --- deletes by id ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5, 100, 511, 512])
+def test_padding_repeats_the_last_id_up_to_a_power_of_two(count: int) -> None:
+    ids = [f"{i:016x}" for i in range(count)]
+    out = padded(ids)
+    assert len(out) & (len(out) - 1) == 0
+    assert len(out) < 2 * count or count == 1
+    assert list(out[:count]) == ids
+    assert set(out[count:]) <= {ids[-1]}
+
+
+def test_a_sweep_clears_old_failures_and_its_claims_in_every_chunk(
+    db_url: str, tmp_path: Path
+) -> None:
+    # More points than one statement's ids (and not a power of two): every chunk of
+    # the batch deletes its failure records and releases its claims.
+    points = [{"n": i, "x": 0.5, "name": "a"} for i in range(1300)]
+    fail = {"on": True}
+
+    def runner(params: dict[str, Any]) -> None:
+        if fail["on"]:
+            raise RuntimeError("not yet")
+        _write(params)
+
+    with Store(runner, Kept, results_dir=tmp_path / "r", db_url=db_url) as store:
+        with pytest.raises(Exception, match="1300 of 1300"):
+            store.sweep(points)
+        assert len(store.failures()) == 1300
+        fail["on"] = False
+        records = store.sweep(points)
+        assert len(records) == 1300
+        assert store.failures() == []
+        with store.engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(CLAIMS)).scalar() == 0
+            failures = conn.execute(sa.select(sa.func.count()).select_from(FAILURES)).scalar()
+            assert failures == 0
+
+
+def test_releasing_claims_leaves_other_owners_and_tables_alone(
+    shared_db_url: str, tmp_path: Path
+) -> None:
+    from entropic._storage.claims import Claims
+
+    with Store(_write, Kept, results_dir=tmp_path / "r", db_url=shared_db_url) as store:
+        index = store._core.index  # the claims of this store's table
+        mine, theirs = Claims(index), Claims(index)
+        ids = [f"{i:016x}" for i in range(700)]
+        assert mine.claim(ids[:600]) == (ids[:600], [])
+        assert theirs.claim(ids[600:]) == (ids[600:], [])
+        mine.release(ids[:300] + ids[600:650])  # not mine past 600: kept
+        with store.engine.connect() as conn:
+            c = CLAIMS.c
+            left = dict(conn.execute(sa.select(c.id, c.owner)).all())
+        assert sorted(left) == ids[300:]
+        assert {left[i] for i in ids[300:600]} == {mine.owner}
+        assert {left[i] for i in ids[600:]} == {theirs.owner}
+        mine.close()
+        theirs.close()
+
+
+# --- the look for a leftover ------------------------------------------------------------------
+
+
+def test_lexists_is_os_path_lexists(tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    target.write_text("x")
+    (tmp_path / "link").symlink_to(target)
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    (tmp_path / "d").mkdir()
+    names = ("f", "link", "dangling", "d", "gone", "f/x", "dangling/x")
+    paths = [str(tmp_path / name) for name in names] + [f"{tmp_path}/f\0", ""]
+    assert [lexists(p) for p in paths] == [os.path.lexists(p) for p in paths]
+    assert lexists(str(tmp_path / "dangling"))  # the link itself is there
+
+
+def test_a_dangling_link_left_at_a_result_path_is_replaced_not_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    with Store(_write, Kept, results_dir=tmp_path / "r") as store:
+        params = {"n": 1, "x": 0.5, "name": "a"}
+        path = Path(store.results_dir) / f"{hash_params(params)}.h5"
+        path.symlink_to(outside)  # a leftover no row vouches for
+        record = store.sweep([params])[0]
+        assert Path(record.result_file) == path
+        assert not path.is_symlink()
+        assert path.read_bytes() == b"x"
+        assert not outside.exists()
