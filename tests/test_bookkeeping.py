@@ -24,8 +24,14 @@ from sqlalchemy.dialects import sqlite
 from entropic import Base, Mapped, Store
 from entropic._storage.codec import dumps, encode_line, encode_row
 from entropic._storage.disk import lexists
+from entropic._storage.index import create_engine, parse_db_url, sqlite_json_bind, upsert
 from entropic._storage.schema import Schema
-from entropic._storage.statements import SQLITE_DATETIME_FORMAT, bind_processor, padded
+from entropic._storage.statements import (
+    SQLITE_DATETIME_FORMAT,
+    bind_processor,
+    compile_write,
+    padded,
+)
 from entropic._storage.tables import CLAIMS, FAILURES
 from entropic.hashing import hash_params
 from entropic.models import utcnow
@@ -268,3 +274,55 @@ def test_a_dangling_link_left_at_a_result_path_is_replaced_not_followed(tmp_path
         assert not path.is_symlink()
         assert path.read_bytes() == b"x"
         assert not outside.exists()
+
+
+# --- batch writes -----------------------------------------------------------------------------
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    ),
+    max_leaves=8,
+)
+
+
+@given(custom=st.one_of(st.dictionaries(st.text(max_size=4), json_values, max_size=4), json_values))
+def test_batch_writes_bind_what_sqlalchemy_binds(custom: Any) -> None:
+    url = parse_db_url("sqlite://")
+    engine = create_engine(url)
+    table = Kept.__table__
+    assert isinstance(table, sa.Table)
+    statement = upsert(table, "sqlite")
+    keys = frozenset(column.key for column in table.columns)
+    driver = compile_write(statement, engine.dialect, keys, sqlite_json_bind)
+    assert driver is not None
+    row = {
+        "id": "0123456789abcdef",
+        "result_file": "/r/0123456789abcdef.h5",
+        "created_at": utcnow(),
+        "custom_data": custom,
+        "n": 1,
+        "x": 0.5,
+        "name": "a",
+    }
+    seen: list[Any] = []
+
+    def spy(conn: Any, cursor: Any, sql: str, parameters: Any, *args: Any) -> None:
+        if sql.startswith("INSERT"):
+            seen.append(parameters)
+
+    table.create(engine)
+    sa.event.listen(engine, "before_cursor_execute", spy)
+    try:
+        with engine.connect() as conn:
+            conn.execute(statement, [row])
+            conn.rollback()
+    finally:
+        engine.dispose()
+    [theirs] = seen
+    [ours] = driver.parameters([row])
+    assert ours == tuple(theirs)
+    assert [type(value) for value in ours] == [type(value) for value in theirs]

@@ -186,17 +186,15 @@ class Claims:
                 raise wrap_value_error(exc, "claims") from exc
         if id_processor is not None:
             ids = [id_processor(run_id) for run_id in ids]
-        before, after = tuple(row[:at]), tuple(row[at + 1 :])
+        width = len(row)
         won: list[str] = []
         for start in range(0, len(ids), self._PAGE):
             page = ids[start : start + self._PAGE]
-            flat: list[Any] = []
-            for run_id in page:
-                flat.extend(before)
-                flat.append(run_id)
-                flat.extend(after)
+            # The shared values once per claim, then each claim's id in its place.
+            flat = row * len(page)
+            flat[at::width] = page
             sql = self._page_sql(dialect, len(page))
-            won.extend(row[0] for row in conn.exec_driver_sql(sql, tuple(flat)))
+            won.extend([found[0] for found in conn.exec_driver_sql(sql, tuple(flat)).fetchall()])
         return won
 
     def _page_sql(self, dialect: sa.Dialect, count: int) -> str:

@@ -50,6 +50,7 @@ __all__ = [
     "mask_url",
     "parse_db_url",
     "secrets_of",
+    "sqlite_json_bind",
     "sqlite_json_result",
     "upsert",
 ]
@@ -160,10 +161,10 @@ def create_engine(url: sa.URL) -> Engine:
             url,
             poolclass=StaticPool,
             connect_args={"check_same_thread": False},
-            json_serializer=_sqlite_json,
+            json_serializer=sqlite_json_bind,
             json_deserializer=json_loads,
         )
-    engine = sa.create_engine(url, json_serializer=_sqlite_json, json_deserializer=json_loads)
+    engine = sa.create_engine(url, json_serializer=sqlite_json_bind, json_deserializer=json_loads)
     event.listen(engine, "connect", _sqlite_connect)
     return engine
 
@@ -218,7 +219,7 @@ def sqlite_json_result(value: Any) -> Any:
     return json_loads(value)
 
 
-def _sqlite_json(value: Any) -> str | bytes:
+def sqlite_json_bind(value: Any) -> str | bytes:
     """JSON text for SQLite; a bare number as a BLOB.
 
     SQLite gives a column declared JSON numeric affinity, so the text of a bare
@@ -384,7 +385,7 @@ class Index:
         #: The URL as shown to people: secrets masked.
         self.shown_url = mask_url(url)
         self.table = table
-        self.name = table.name
+        self.name = str(table.name)  # a plain str: drivers bind it without an adapter look-up
         self.schema = schema
         self.memory = is_memory_sqlite(url)
         #: Whether other processes can open this database (all but in-memory SQLite).
@@ -438,10 +439,12 @@ class Index:
         """The writes and the lookup by id compiled for this engine's driver (see statements)."""
         keys = frozenset(column.key for column in self.table.columns)
         dialect = engine.dialect
+        # create_engine gave SQLite sqlite_json_bind: JSON dicts are written by it directly.
+        json_bind = sqlite_json_bind if dialect.name == "sqlite" else None
         self._writes = {
-            (False, False): compile_write(self._insert_missing, dialect, keys),
-            (True, False): compile_write(self._upsert, dialect, keys),
-            (True, True): compile_write(self._upsert_newer, dialect, keys),
+            (False, False): compile_write(self._insert_missing, dialect, keys, json_bind),
+            (True, False): compile_write(self._upsert, dialect, keys, json_bind),
+            (True, True): compile_write(self._upsert_newer, dialect, keys, json_bind),
         }
         self._select_driver = None
         f = FAILURES.c

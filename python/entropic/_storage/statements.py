@@ -107,7 +107,13 @@ def padded(ids: Sequence[str]) -> Sequence[str]:
 class DriverWrite:
     """An INSERT (or upsert) of whole rows, run as one driver executemany per batch."""
 
-    def __init__(self, statement: Any, dialect: Dialect, keys: frozenset[str]) -> None:
+    def __init__(
+        self,
+        statement: Any,
+        dialect: Dialect,
+        keys: frozenset[str],
+        json_bind: Processor | None = None,
+    ) -> None:
         compiled = statement.compile(dialect=dialect)
         self.sql: str = compiled.string
         binds = compiled.binds
@@ -120,11 +126,14 @@ class DriverWrite:
             raise ValueError("the statement does not bind each column once")
         self.keyset = keys
         self._get = itemgetter(*self.keys)
-        self._processors = [
-            (i, processor)
-            for i, name in enumerate(names)
-            if (processor := bind_processor(binds[name].type, dialect)) is not None
-        ]
+        self._processors = []
+        for i, name in enumerate(names):
+            type_ = binds[name].type
+            processor = bind_processor(type_, dialect)
+            if processor is not None and json_bind is not None and isinstance(type_, sa.JSON):
+                processor = _dicts_by(json_bind, processor)
+            if processor is not None:
+                self._processors.append((i, processor))
 
     def accepts(self, rows: Sequence[Mapping[str, Any]]) -> bool:
         """Whether every row holds exactly the statement's columns (else SQLAlchemy's path)."""
@@ -154,12 +163,32 @@ class DriverWrite:
         conn.exec_driver_sql(self.sql, self.parameters(rows))
 
 
-def compile_write(statement: Any, dialect: Dialect, keys: frozenset[str]) -> DriverWrite | None:
-    """``statement`` (an insert of the columns ``keys``) as a DriverWrite, or None."""
+def _dicts_by(json_bind: Processor, processor: Processor) -> Processor:
+    """A JSON column's bind ``processor``, with dicts written by ``json_bind`` directly."""
+
+    def process(value: Any) -> Any:
+        if type(value) is dict:
+            return json_bind(value)
+        return processor(value)
+
+    return process
+
+
+def compile_write(
+    statement: Any,
+    dialect: Dialect,
+    keys: frozenset[str],
+    json_bind: Processor | None = None,
+) -> DriverWrite | None:
+    """``statement`` (an insert of the columns ``keys``) as a DriverWrite, or None.
+
+    ``json_bind``, if given, writes the dicts of JSON columns: it must give exactly
+    what their type's processor gives for a dict (the engine's JSON serializer).
+    """
     if statement is None or dialect.name not in _DIALECTS:
         return None
     try:
-        return DriverWrite(statement, dialect, keys)
+        return DriverWrite(statement, dialect, keys, json_bind)
     except (ValueError, KeyError, sa.exc.CompileError):
         return None
 
