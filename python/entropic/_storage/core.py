@@ -143,16 +143,13 @@ class StoreCore:
         A row whose result file is gone is no hit: a row must never vouch for a lost
         file, so such a point is run again.
         """
-        exists = present
         found: dict[str, Any] = {}
         lost = 0
         get_many = self.index.get_many
         for i in range(0, len(run_ids), ID_CHUNK):
-            for run_id, record in get_many(run_ids[i : i + ID_CHUNK]).items():
-                if exists(record.result_file):
-                    found[run_id] = record
-                else:
-                    lost += 1
+            records, gone = get_many(run_ids[i : i + ID_CHUNK], present)
+            found.update(records)
+            lost += gone
         return found, lost
 
     def hit(self, run_id: str) -> Any:

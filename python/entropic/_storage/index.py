@@ -320,6 +320,8 @@ class RecordBuilder:
         # The class identity keys name (the base of a single-table hierarchy).
         self.identity_class = mapper.identity_key_from_primary_key((None,))[0]
         self.attrs = attrs
+        #: Where a row holds the result_file.
+        self.result_file_at = attrs.index("result_file")
         self.load = self.manager.dispatch.load
         # The load listeners last seen, and whether they are only custom_data's tracking.
         self._seen: tuple[Any, ...] | None = None
@@ -639,8 +641,14 @@ class Index:
             row = conn.execute(self._select_one, {"id": run_id}).first()
         return None if row is None else self.builder.build(row)
 
-    def get_many(self, run_ids: list[str]) -> dict[str, Any]:
-        """Detached records of those of ``run_ids`` that are stored (one query for all)."""
+    def get_many(
+        self, run_ids: list[str], keep: Callable[[str], bool] | None = None
+    ) -> tuple[dict[str, Any], int]:
+        """Detached records of those of ``run_ids`` that are stored (one query for all).
+
+        With ``keep``, only the rows whose result_file it accepts become records (the
+        others are never built); returns the records and the count of rows left out.
+        """
         engine = self.engine
         driver = self._select_driver
         with engine.connect() as conn:
@@ -648,8 +656,18 @@ class Index:
                 rows, processors = driver.fetch(conn, run_ids)
             else:
                 rows, processors = conn.execute(self._select_many, {"ids": run_ids}).all(), []
+        left_out = 0
+        if keep is not None and rows:
+            at = self.builder.result_file_at
+            convert = dict(processors).get(at)
+            if convert is None:
+                kept = [row for row in rows if keep(row[at])]
+            else:
+                kept = [row for row in rows if keep(convert(row[at]))]
+            left_out = len(rows) - len(kept)
+            rows = kept
         records = self.builder.build_many(rows, processors)
-        return dict(zip([row[0] for row in rows], records, strict=True))
+        return dict(zip([row[0] for row in rows], records, strict=True)), left_out
 
     def records(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         """Detached records built from rows the caller holds (read back if not exact)."""
@@ -659,7 +677,7 @@ class Index:
             found: dict[str, Any] = {}
             ids = [row["id"] for row in rows]
             for i in range(0, len(ids), ID_CHUNK):
-                found.update(self.get_many(ids[i : i + ID_CHUNK]))
+                found.update(self.get_many(ids[i : i + ID_CHUNK])[0])
             return [found[row["id"]] for row in rows]
         keys = schema.keys
         return self.builder.build_many([[row[key] for key in keys] for row in rows])
