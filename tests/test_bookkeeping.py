@@ -10,6 +10,8 @@ here to the result of the general path it stands in for.
 from __future__ import annotations
 
 import enum
+import json
+import math
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,7 +25,8 @@ from sqlalchemy.dialects import sqlite
 
 from entropic import Base, Mapped, Store
 from entropic._storage.codec import dumps, encode_line, encode_row
-from entropic._storage.disk import lexists
+from entropic._storage.columns import json_default, json_value
+from entropic._storage.disk import is_file, lexists
 from entropic._storage.index import create_engine, parse_db_url, sqlite_json_bind, upsert
 from entropic._storage.schema import Schema
 from entropic._storage.statements import (
@@ -251,7 +254,7 @@ def test_releasing_claims_leaves_other_owners_and_tables_alone(
 # --- the look for a leftover ------------------------------------------------------------------
 
 
-def test_lexists_is_os_path_lexists(tmp_path: Path) -> None:
+def test_lexists_and_is_file_are_os_path_s(tmp_path: Path) -> None:
     target = tmp_path / "f"
     target.write_text("x")
     (tmp_path / "link").symlink_to(target)
@@ -260,6 +263,7 @@ def test_lexists_is_os_path_lexists(tmp_path: Path) -> None:
     names = ("f", "link", "dangling", "d", "gone", "f/x", "dangling/x")
     paths = [str(tmp_path / name) for name in names] + [f"{tmp_path}/f\0", ""]
     assert [lexists(p) for p in paths] == [os.path.lexists(p) for p in paths]
+    assert [is_file(p) for p in paths] == [os.path.isfile(p) for p in paths]
     assert lexists(str(tmp_path / "dangling"))  # the link itself is there
 
 
@@ -326,3 +330,50 @@ def test_batch_writes_bind_what_sqlalchemy_binds(custom: Any) -> None:
     [ours] = driver.parameters([row])
     assert ours == tuple(theirs)
     assert [type(value) for value in ours] == [type(value) for value in theirs]
+
+
+# --- custom_data values ---------------------------------------------------------------------
+
+
+@given(
+    value=st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(),
+        st.text(),
+        st.sampled_from([Level.LOW, "\ud800", -0.0, 2**70, float("inf")]),
+        st.lists(st.integers(), max_size=2),
+        st.dictionaries(st.integers(), st.text(max_size=2), max_size=2),
+    )
+)
+def test_json_values_are_what_a_json_round_trip_gives(value: Any) -> None:
+    def round_trip() -> Any:
+        return json.loads(json.dumps(value, allow_nan=False, default=json_default))
+
+    try:
+        expected = round_trip()
+    except ValueError:
+        with pytest.raises(TypeError, match="cannot be stored as JSON"):
+            json_value(value, "custom_data['k']")
+        return
+    got = json_value(value, "custom_data['k']")
+    assert type(got) is type(expected)
+    assert got == expected or (got != got and expected != expected)
+    if isinstance(got, float):
+        assert math.copysign(1.0, got) == math.copysign(1.0, expected)
+
+
+def test_a_sweep_that_claims_nothing_writes_nothing(tmp_path: Path) -> None:
+    params = [{"n": i, "x": 0.5, "name": "a"} for i in range(3)]
+    with Store(_write, Kept, results_dir=tmp_path / "r") as store:
+        store.sweep(params)
+        writes: list[str] = []
+
+        def spy(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+            if not sql.lstrip().upper().startswith(("SELECT", "PRAGMA")):
+                writes.append(sql)
+
+        sa.event.listen(store.engine, "before_cursor_execute", spy)
+        assert len(store.sweep(params)) == 3  # all cached
+        assert writes == []

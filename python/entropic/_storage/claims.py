@@ -74,6 +74,8 @@ class Claims:
         #: The bind conversion of each claims column on the driver path.
         self._processors = [bind_processor(column.type, dialect) for column in CLAIMS.columns]
         self._stop = threading.Event()
+        #: Whether this owner has tried to claim anything (else it holds no claim to drop).
+        self._claimed = False
         #: Owners whose claims this sweep took over (their journals may hold finished runs).
         self.taken_from: set[str] = set()
         #: The live owner of each id the last ``claim`` found busy.
@@ -104,6 +106,7 @@ class Claims:
         self.holders = {}
         if not self.enabled or not ids:
             return list(ids), []
+        self._claimed = True
         now = utcnow()
         # One lock order for every process: PostgreSQL deadlocks on overlapping claim
         # inserts made in different orders.
@@ -275,7 +278,7 @@ class Claims:
 
     def release_all(self) -> None:
         """Drop every claim this sweep still holds (points it did not finish)."""
-        if not self.enabled:
+        if not self.enabled or not self._claimed:
             return
         c = CLAIMS.c
         with self.index.begin_write() as conn:

@@ -489,8 +489,15 @@ def json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
+#: Scalars a JSON round trip gives back unchanged (exact types; floats only when finite).
+_SAME_AFTER_JSON = frozenset({str, int, bool, type(None)})
+
+
 def json_value(value: Any, where: str) -> Any:
     """A JSON-round-tripped copy of ``value``, or an error naming ``where`` and the fix."""
+    kind = type(value)
+    if kind in _SAME_AFTER_JSON or (kind is float and math.isfinite(value)):
+        return value  # what the round trip would give
     try:
         return json.loads(json.dumps(value, allow_nan=False, default=json_default))
     except RecursionError:

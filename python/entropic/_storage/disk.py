@@ -48,6 +48,7 @@ __all__ = [
     "QuarantineEntry",
     "check_file_suffix",
     "check_id",
+    "is_file",
     "lexists",
     "present",
     "write_all",
@@ -73,6 +74,14 @@ QUARANTINE_NAME_MAX = NAME_MAX - len(REASON_SUFFIX)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def is_file(path: str) -> bool:
+    """Whether ``path`` is a regular file (links followed), as ``os.path.isfile``."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def lexists(path: str) -> bool:

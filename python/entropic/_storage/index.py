@@ -15,6 +15,7 @@ import numbers
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -679,8 +680,8 @@ class Index:
             for i in range(0, len(ids), ID_CHUNK):
                 found.update(self.get_many(ids[i : i + ID_CHUNK])[0])
             return [found[row["id"]] for row in rows]
-        keys = schema.keys
-        return self.builder.build_many([[row[key] for key in keys] for row in rows])
+        values = itemgetter(*schema.keys)  # every model has several columns: gives tuples
+        return self.builder.build_many([values(row) for row in rows])
 
     def result_files(self, run_ids: list[str]) -> dict[str, str]:
         """The result_file of each of ``run_ids`` that has a row."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from entropic._storage.columns import json_clean
-from entropic._storage.disk import Disk, lexists
+from entropic._storage.disk import Disk, is_file, lexists
 from entropic._storage.journal import Journal
 from entropic._storage.schema import Point, RowSpec
 from entropic.errors import MissingResultError
@@ -62,23 +62,25 @@ class PointRunner:
         call["result_file"] = path
         call["id"] = run_id
         call["custom_data"] = point.custom_data
-        log.debug("running %s", run_id)
+        debug = log.isEnabledFor(logging.DEBUG)
+        if debug:
+            log.debug("running %s", run_id)
         start = time.perf_counter()
         try:
             self.runner(call)
             elapsed = time.perf_counter() - start
-            if not os.path.isfile(path):
+            if not is_file(path):
                 raise MissingResultError(
                     f"the runner returned without writing the result file of run {run_id}: "
                     f"{path}; the runner must write to params['result_file']"
                 )
             custom = call.get("custom_data")
-            if not isinstance(custom, Mapping):
+            if type(custom) is not dict and not isinstance(custom, Mapping):
                 raise TypeError(
                     f"the runner of run {run_id} replaced params['custom_data'] with a "
                     f"{type(custom).__name__}; it must stay a dict"
                 )
-            custom = json_clean(custom, "custom_data")
+            custom = json_clean(custom, "custom_data") if custom else {}
             custom["elapsed_seconds"] = elapsed
             row = self.spec.row(point, path, custom)
             if journal is not None:
@@ -97,7 +99,8 @@ class PointRunner:
                 disk.restore_aside(run_id)
             log.info("run %s failed after %.3f s", run_id, time.perf_counter() - start)
             raise
-        log.debug("ran %s in %.3f s", run_id, elapsed)
+        if debug:
+            log.debug("ran %s in %.3f s", run_id, elapsed)
         return row
 
     def finished_row(self, run_id: str) -> dict[str, Any] | None:
