@@ -188,6 +188,11 @@ PLAIN_TEXTS = [
     "0." + "1" * 800,
     "179769313486231580793728971405301e276",
     '{"a": 1, "b": 2, "a": 3}',
+    # More keys than the compiled reader keeps, so kept keys are replaced, and long keys.
+    json.dumps({f"key {i}": i for i in range(300)}),
+    json.dumps({f"key {i}": i for i in range(300)}, ensure_ascii=False),
+    json.dumps({"k" * n: n for n in range(1, 80)}),
+    '[{"x\\u00e9": 1, "xé": 2, "x": {"x": "x"}}, {"xé": 3, "x\\u00e9": 4}]',
     "[" * hashing.MAX_DEPTH + "]" * hashing.MAX_DEPTH,
     '{"a":' * (hashing.MAX_DEPTH - 1) + "[]" + "}" * (hashing.MAX_DEPTH - 1),
 ]

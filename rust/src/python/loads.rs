@@ -8,12 +8,65 @@
 //! `NaN` and `Infinity`, an int beyond 64 bits, a string holding a raw control
 //! character or an escaped lone surrogate, nesting deeper than `MAX_DEPTH`. The
 //! caller then leaves the text to `json.loads`, which reads it or raises as it
-//! always does.
+//! always does. Short dict keys are kept per thread and their str reused by later
+//! calls, as records read one after another mostly share their keys.
+
+use std::cell::RefCell;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyString};
 
 use crate::MAX_DEPTH;
+
+/// Keys longer than this (in UTF-8 bytes) are made anew each time, never kept.
+const KEY_LEN: usize = 32;
+const KEY_SLOTS: usize = 64;
+
+/// The str objects of recently read dict keys, by their text. Records read one after
+/// another mostly share their keys; a kept str is reused with its hash already made.
+struct KeyCache {
+    slots: Vec<Option<KeptKey>>,
+}
+
+/// A key's UTF-8 text and its str.
+type KeptKey = (Box<[u8]>, Py<PyString>);
+
+impl KeyCache {
+    fn slot(text: &[u8]) -> usize {
+        let mut h: u64 = text.len() as u64;
+        for &b in text {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize
+    }
+}
+
+thread_local! {
+    static KEYS: RefCell<KeyCache> = RefCell::new(KeyCache {
+        slots: (0..KEY_SLOTS).map(|_| None).collect(),
+    });
+}
+
+/// The str of a dict key's text: a kept one if the same text was read recently.
+fn key_str<'py>(py: Python<'py>, text: &str) -> Bound<'py, PyString> {
+    if text.len() > KEY_LEN {
+        return PyString::new(py, text);
+    }
+    KEYS.with(|keys| {
+        let Ok(mut keys) = keys.try_borrow_mut() else {
+            return PyString::new(py, text);
+        };
+        let slot = &mut keys.slots[KeyCache::slot(text.as_bytes())];
+        if let Some((kept, obj)) = slot {
+            if **kept == *text.as_bytes() {
+                return obj.bind(py).clone();
+            }
+        }
+        let obj = PyString::new(py, text);
+        *slot = Some((text.as_bytes().into(), obj.clone().unbind()));
+        obj
+    })
+}
 
 /// Why reading stopped: the text is left to `json.loads`, or Python raised (memory).
 pub(super) enum Stop {
@@ -77,7 +130,7 @@ impl<'py, 'a> Reader<'py, 'a> {
     fn value(&mut self, depth: usize) -> Read<Bound<'py, PyAny>> {
         let py = self.py;
         match self.peek() {
-            Some(b'"') => Ok(self.string()?.into_any()),
+            Some(b'"') => Ok(self.string(false)?.into_any()),
             Some(b'{') => self.object(depth),
             Some(b'[') => self.array(depth),
             Some(b'-' | b'0'..=b'9') => self.number(),
@@ -116,7 +169,7 @@ impl<'py, 'a> Reader<'py, 'a> {
             if self.peek() != Some(b'"') {
                 return Err(Stop::GiveUp);
             }
-            let key = self.string()?;
+            let key = self.string(true)?;
             self.skip_whitespace();
             self.expect(b':')?;
             self.skip_whitespace();
@@ -222,8 +275,8 @@ impl<'py, 'a> Reader<'py, 'a> {
         self.text.get(start..end).ok_or(Stop::GiveUp)
     }
 
-    /// A string, at its opening quote.
-    fn string(&mut self) -> Read<Bound<'py, PyString>> {
+    /// A string, at its opening quote (a dict key if `key`).
+    fn string(&mut self, key: bool) -> Read<Bound<'py, PyString>> {
         self.pos += 1; // '"'
         let start = self.pos;
         // Most strings hold no escape: their text is the input's own.
@@ -232,6 +285,9 @@ impl<'py, 'a> Reader<'py, 'a> {
                 Some(b'"') => {
                     let text = self.span(start, self.pos)?;
                     self.pos += 1;
+                    if key {
+                        return Ok(key_str(self.py, text));
+                    }
                     return Ok(PyString::new(self.py, text));
                 }
                 Some(b'\\') => break,
