@@ -136,6 +136,26 @@ def _json_outcome(text: str) -> tuple[str, Any]:
         return type(exc).__name__, str(exc)
 
 
+#: Numbers as JSON writes them: long mantissas and exponents well past the float range.
+json_numbers = st.from_regex(
+    r"-?(0|[1-9][0-9]{0,40})(\.[0-9]{1,40})?([eE][-+]?[0-9]{1,4})?", fullmatch=True
+)
+
+
+@given(text=json_numbers)
+def test_numbers_are_read_as_json_loads_reads_them(text: str) -> None:
+    expected = json.loads(text)
+    readers = [hashing.json_loads, _pyhash.json_loads]
+    if _core is not None:
+        readers.append(_core.json_loads)
+    for reader in readers:
+        got = reader(text)
+        assert got is None or same(got, expected)
+    if _core is not None and not PURE_RUN and type(expected) is float:
+        # Every float is read by the compiled core, inf (an overflow) included.
+        assert same(_core.json_loads(text), expected)
+
+
 #: Text made of JSON's own characters, so much of it is JSON or nearly so.
 json_like_text = st.text(
     alphabet=st.sampled_from(list('{}[]",: \t\n\r0123456789.-+eEtrufalsn\\/u0dDbfA\x00é')),
