@@ -11,6 +11,7 @@ __all__ = [
     "hash_params",
     "hash_plain",
     "json_dumps",
+    "json_loads",
 ]
 
 MAX_DEPTH: Final[int]
@@ -31,6 +32,10 @@ def hash_plain(
 def json_dumps(value: Any, compact: bool) -> str | None:
     """Return ``json.dumps(value)`` (with ``separators=(",", ":")`` if ``compact``) when
     ``value`` is plain data, else None: the caller leaves such a value to ``json.dumps``."""
+
+def json_loads(text: object) -> Any:
+    """Return ``json.loads(text)`` when ``text`` is an exact str holding one plain JSON value,
+    else None: the caller leaves such text to ``json.loads``."""
 
 def canonical_json(params: Mapping[str, Any]) -> str:
     """Return the canonical JSON text whose SHA-256 is the id of ``params``."""

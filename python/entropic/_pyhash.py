@@ -30,6 +30,7 @@ __all__ = [
     "hash_params",
     "hash_plain",
     "json_dumps",
+    "json_loads",
     "normalize",
     "plain_value",
 ]
@@ -130,6 +131,37 @@ def json_dumps(value: Any, compact: bool) -> str | None:
 
 
 _COMPACT = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def json_loads(text: object) -> Any:
+    """Either None, or exactly ``json.loads(text)``: never raises.
+
+    The caller takes a result other than None as ``json.loads(text)`` and, on None,
+    calls ``json.loads`` itself (which reads the text or raises its own error). The
+    compiled core reads plain JSON in an exact str itself and gives None for
+    anything else (bytes, a str subclass, invalid JSON, ``NaN`` or ``Infinity``, an
+    int beyond 64 bits, a lone surrogate or raw control character in a string,
+    deep nesting). This reference gives ``json.loads(text)`` whenever ``text`` is
+    an exact str that ``json.loads`` reads, and None whenever it is not a str or
+    ``json.loads`` raises. (``"null"`` gives None either way, which is its value.)
+    """
+    if type(text) is not str:
+        return None
+    # raw_decode is json.loads without its wrapper: the same value when the text is
+    # exactly one JSON value; any other text takes json.loads itself.
+    try:
+        value, end = _DECODER.raw_decode(text)
+        if end == len(text):
+            return value
+    except (ValueError, RecursionError):
+        pass
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+_DECODER = json.JSONDecoder()
 
 
 def canonical_json(params: Mapping[str, Any]) -> str:

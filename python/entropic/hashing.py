@@ -30,6 +30,7 @@ __all__ = [
     "hash_params",
     "hash_plain",
     "json_dumps",
+    "json_loads",
 ]
 
 MAX_DEPTH: int = _pyhash.MAX_DEPTH
@@ -48,6 +49,9 @@ canonical_json: Callable[[Mapping[str, Any]], str]
 #: ``json_dumps(value, compact)``: ``json.dumps``'s text of plain data, or None for the
 #: caller to call ``json.dumps`` itself (``entropic._pyhash.json_dumps`` says exactly).
 json_dumps: Callable[[Any, bool], str | None]
+#: ``json_loads(text)``: either None, or exactly ``json.loads(text)``; on None the caller
+#: calls ``json.loads`` itself (``entropic._pyhash.json_loads`` says exactly).
+json_loads: Callable[[object], Any]
 #: ``hash_plain(params, columns)``: the ids of the sets whose every value its column
 #: takes as it is, None for the others (``entropic._pyhash.hash_plain`` says exactly).
 hash_plain: Callable[
@@ -56,11 +60,11 @@ hash_plain: Callable[
 
 
 def _load() -> str:
-    global hash_params, hash_many, hash_plain, canonical_json, json_dumps
+    global hash_params, hash_many, hash_plain, canonical_json, json_dumps, json_loads
     if os.environ.get("ENTROPIC_PURE_PYTHON", "") not in ("", "0"):
         hash_params, hash_many = _pyhash.hash_params, _pyhash.hash_many
         hash_plain, canonical_json = _pyhash.hash_plain, _pyhash.canonical_json
-        json_dumps = _pyhash.json_dumps
+        json_dumps, json_loads = _pyhash.json_dumps, _pyhash.json_loads
         return "python"
     try:
         _core = importlib.import_module("entropic._core")
@@ -77,7 +81,7 @@ def _load() -> str:
         )
         hash_params, hash_many = _pyhash.hash_params, _pyhash.hash_many
         hash_plain, canonical_json = _pyhash.hash_plain, _pyhash.canonical_json
-        json_dumps = _pyhash.json_dumps
+        json_dumps, json_loads = _pyhash.json_dumps, _pyhash.json_loads
         return "python"
     built = (_core.MAX_DEPTH, _core.MAX_NESTED_CALLS)
     if built != (MAX_DEPTH, MAX_NESTED_CALLS):  # pragma: no cover - a build mismatch
@@ -86,12 +90,13 @@ def _load() -> str:
             f"Python package expects {(MAX_DEPTH, MAX_NESTED_CALLS)}; rebuild with "
             "`pip install .`"
         )
-    hash_params, hash_many, hash_plain, canonical_json, json_dumps = (
+    hash_params, hash_many, hash_plain, canonical_json, json_dumps, json_loads = (
         _core.hash_params,
         _core.hash_many,
         _core.hash_plain,
         _core.canonical_json,
         _core.json_dumps,
+        _core.json_loads,
     )
     return "rust"
 

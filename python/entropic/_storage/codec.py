@@ -24,6 +24,7 @@ __all__ = [
     "encode_line",
     "encode_row",
     "encode_sidecar",
+    "loads",
 ]
 
 SIDECAR_VERSION = 1
@@ -49,6 +50,19 @@ def dumps(value: Any, *, compact: bool = False) -> str:
     if text is None:
         text = _COMPACT(value) if compact else json.dumps(value)
     return text
+
+
+def loads(text: str | bytes) -> Any:
+    """``json.loads(text)``, JSON in an exact str read by the compiled core when it can.
+
+    Text the core leaves (None: see ``hashing.json_loads``), bytes (a BLOB) and
+    other objects go to ``json.loads`` itself, so every value and every error is its own.
+    """
+    if type(text) is str:
+        value = hashing.json_loads(text)
+        if value is not None:
+            return value
+    return json.loads(text)
 
 
 def encode_row(row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:

@@ -9,7 +9,6 @@ table, so it writes exactly as a Store does.
 
 from __future__ import annotations
 
-import json
 import logging
 import numbers
 import os
@@ -24,7 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm.attributes import instance_dict, instance_state
 from sqlalchemy.pool import StaticPool
 
-from entropic._storage.codec import dumps
+from entropic._storage.codec import dumps, loads
 from entropic._storage.schema import Schema, refuse_drift
 from entropic._storage.statements import (
     DriverIds,
@@ -183,24 +182,8 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-_DECODER = json.JSONDecoder()
-
-
-def json_loads(text: str | bytes) -> Any:
-    """``json.loads``, without its wrapper's cost for text that is exactly one JSON value.
-
-    Text with surrounding whitespace, a byte-order mark, bytes (a BLOB), or an
-    error goes to ``json.loads`` itself, so every value and every error is its own.
-    """
-    if type(text) is str:
-        try:
-            value, end = _DECODER.raw_decode(text)
-        except ValueError:
-            pass
-        else:
-            if end == len(text):
-                return value
-    return json.loads(text)
+#: SQLAlchemy's JSON deserializer: ``json.loads``, its values and errors exactly.
+json_loads = loads
 
 
 def sqlite_json_result(value: Any) -> Any:
@@ -212,12 +195,12 @@ def sqlite_json_result(value: Any) -> Any:
     without a decoder.
     """
     if type(value) is str:
-        return {} if value == "{}" else json_loads(value)
+        return {} if value == "{}" else loads(value)
     if value is None:
         return None
     if isinstance(value, numbers.Number):
         return value
-    return json_loads(value)
+    return loads(value)
 
 
 def sqlite_json_bind(value: Any) -> str | bytes:

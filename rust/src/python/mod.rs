@@ -3,13 +3,15 @@
 //! `walk` applies the rules of docs/hashing.md to Python objects and writes the
 //! canonical JSON as it goes, `dict` orders and walks dict entries, `cache` keeps a
 //! thread's buffers and the texts it can reuse between calls, `text` reads Python
-//! strings and ints as bytes, `numpy` finds numpy's types without importing it, and
+//! strings and ints as bytes, `numpy` finds numpy's types without importing it,
+//! `dumps` and `loads` write and read plain JSON as the json module does, and
 //! `errors` raises entropic's exceptions. This module holds the functions Python calls.
 
 mod cache;
 mod dict;
 mod dumps;
 mod errors;
+mod loads;
 mod numpy;
 mod plain;
 mod text;
@@ -124,6 +126,28 @@ fn json_dumps<'py>(
     }
 }
 
+/// Return ``json.loads(text)`` when ``text`` is an exact str holding one plain JSON value,
+/// else None: the caller leaves such text to ``json.loads``.
+#[pyfunction]
+#[pyo3(signature = (text))]
+fn json_loads<'py>(
+    py: Python<'py>,
+    text: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let Ok(text) = text.cast_exact::<PyString>() else {
+        return Ok(None);
+    };
+    // A str with a lone surrogate has no UTF-8: left to json.loads.
+    let Ok(text) = text.to_str() else {
+        return Ok(None);
+    };
+    match loads::read(py, text) {
+        Ok(value) => Ok(Some(value)),
+        Err(loads::Stop::GiveUp) => Ok(None),
+        Err(loads::Stop::Python(err)) => Err(err),
+    }
+}
+
 /// Return the canonical JSON text whose SHA-256 is the id of ``params``.
 #[pyfunction]
 #[pyo3(signature = (params))]
@@ -152,6 +176,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hash_many, m)?)?;
     m.add_function(wrap_pyfunction!(hash_plain, m)?)?;
     m.add_function(wrap_pyfunction!(json_dumps, m)?)?;
+    m.add_function(wrap_pyfunction!(json_loads, m)?)?;
     m.add_function(wrap_pyfunction!(canonical_json, m)?)?;
     Ok(())
 }
