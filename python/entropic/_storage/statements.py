@@ -243,8 +243,13 @@ class DriverSelect:
         else:
             ids = padded(ids)
             result = conn.exec_driver_sql(self.sql(len(ids)), tuple(ids))
-        description = result.cursor.description
-        fetched = result.fetchall()
+        cursor = result.cursor
+        description = cursor.description
+        # The driver's own rows (tuples), without wrapping each in a Row.
+        try:
+            fetched = cursor.fetchall()
+        finally:
+            result.close()
         codes = tuple(column[1] for column in description)
         processors = self._processors.get(codes)
         if processors is None:
