@@ -387,6 +387,7 @@ class Index:
         self._upsert_newer = upsert(table, self.dialect, newer_only=True)
         self._insert_missing = insert_missing(table, self.dialect)
         f = FAILURES.c
+        self._any_failure = sa.select(f.id).where(f.table_name == sa.bindparam("t")).limit(1)
         self._clear_failures = sa.delete(FAILURES).where(
             f.table_name == sa.bindparam("t"), f.id.in_(sa.bindparam("ids", expanding=True))
         )
@@ -572,6 +573,8 @@ class Index:
     def _record_failures(
         self, conn: Connection, clear: list[str], failures: Sequence[Mapping[str, Any]]
     ) -> None:
+        if clear and conn.execute(self._any_failure, {"t": self.name}).first() is None:
+            clear = []  # no failure recorded for this table: nothing to clear
         driver = self._clear_failures_driver
         for i in range(0, len(clear), ID_CHUNK):
             if driver is not None:
