@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 import json
 import math
-import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,8 @@ from hypothesis import strategies as st
 from sqlalchemy.dialects import sqlite
 
 from entropic import Base, Mapped, Store
-from entropic._storage.codec import dumps, encode_line, encode_row
+from entropic._storage.codec import encode_any_line, encode_line
 from entropic._storage.columns import json_default, json_value
-from entropic._storage.disk import is_file, lexists
 from entropic._storage.index import create_engine, parse_db_url, sqlite_json_bind, upsert
 from entropic._storage.schema import Schema
 from entropic._storage.statements import (
@@ -116,16 +114,6 @@ values = st.one_of(
 )
 
 
-def _general_line(row: dict[str, Any]) -> bytes | None:
-    """The journal line of ``row`` as the general path writes it."""
-    plain, types = encode_row(row)
-    try:
-        text = dumps({"row": plain, "types": types}, compact=True)
-    except (TypeError, ValueError):
-        return None
-    return (text + "\n").encode("utf-8", "surrogatepass")
-
-
 @given(
     row=st.fixed_dictionaries(
         {
@@ -138,7 +126,7 @@ def _general_line(row: dict[str, Any]) -> bytes | None:
     )
 )
 def test_a_finished_row_s_journal_line_is_the_general_one(row: dict[str, Any]) -> None:
-    assert encode_line(row) == _general_line(row)
+    assert encode_line(row) == encode_any_line(row)
 
 
 def test_a_self_containing_value_with_a_created_at_is_not_journalled() -> None:
@@ -252,19 +240,6 @@ def test_releasing_claims_leaves_other_owners_and_tables_alone(
 
 
 # --- the look for a leftover ------------------------------------------------------------------
-
-
-def test_lexists_and_is_file_are_os_path_s(tmp_path: Path) -> None:
-    target = tmp_path / "f"
-    target.write_text("x")
-    (tmp_path / "link").symlink_to(target)
-    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
-    (tmp_path / "d").mkdir()
-    names = ("f", "link", "dangling", "d", "gone", "f/x", "dangling/x")
-    paths = [str(tmp_path / name) for name in names] + [f"{tmp_path}/f\0", ""]
-    assert [lexists(p) for p in paths] == [os.path.lexists(p) for p in paths]
-    assert [is_file(p) for p in paths] == [os.path.isfile(p) for p in paths]
-    assert lexists(str(tmp_path / "dangling"))  # the link itself is there
 
 
 def test_a_dangling_link_left_at_a_result_path_is_replaced_not_followed(tmp_path: Path) -> None:

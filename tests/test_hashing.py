@@ -9,7 +9,6 @@ allowed in the pure-Python run) the reference is still checked against json.dump
 from __future__ import annotations
 
 import enum
-import importlib
 import json
 import math
 import os
@@ -26,17 +25,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from compiled import core as _core
 from entropic import _pyhash, errors, hashing
-
-PURE_RUN = os.environ.get("ENTROPIC_PURE_PYTHON", "") not in ("", "0")
-
-_core: Any
-try:
-    _core = importlib.import_module("entropic._core")
-except ModuleNotFoundError as exc:  # pragma: no cover - only a pure-Python run may lack it
-    if not PURE_RUN or exc.name != "entropic._core":
-        raise
-    _core = None
 
 needs_core = pytest.mark.skipif(_core is None, reason="entropic._core is not built (pure run)")
 

@@ -9,10 +9,8 @@ in the same order), and nothing ever raises.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
-import os
 import struct
 from typing import Any
 
@@ -20,18 +18,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from compiled import PURE_RUN
+from compiled import core as _core
 from entropic import _pyhash, hashing
 from entropic._storage.codec import loads
-
-PURE_RUN = os.environ.get("ENTROPIC_PURE_PYTHON", "") not in ("", "0")
-
-_core: Any
-try:
-    _core = importlib.import_module("entropic._core")
-except ModuleNotFoundError as exc:  # pragma: no cover - only a pure-Python run may lack it
-    if not PURE_RUN or exc.name != "entropic._core":
-        raise
-    _core = None
 
 needs_core = pytest.mark.skipif(
     _core is None or PURE_RUN, reason="entropic._core is not in use (pure run)"

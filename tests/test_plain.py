@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 import gc
-import importlib
 import json
 import math
 import os
@@ -26,20 +25,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.orm import mapped_column
 
+from compiled import core as _core
 from entropic import Base, Mapped, Store, _pyhash, hashing
 from entropic._storage.codec import encode_line, encode_row
-from entropic._storage.disk import present
+from entropic._storage.disk import is_file, lexists, present
 from entropic._storage.schema import Schema
-
-PURE_RUN = os.environ.get("ENTROPIC_PURE_PYTHON", "") not in ("", "0")
-
-_core: Any
-try:
-    _core = importlib.import_module("entropic._core")
-except ModuleNotFoundError as exc:  # pragma: no cover - only a pure-Python run may lack it
-    if not PURE_RUN or exc.name != "entropic._core":
-        raise
-    _core = None
 
 
 class Colour(enum.Enum):
@@ -223,17 +213,21 @@ def test_a_sweep_leaves_a_frozen_heap_frozen(tmp_path: Path) -> None:
         gc.unfreeze()
 
 
-def test_present_is_os_path_exists(tmp_path: Path) -> None:
+def test_present_lexists_and_is_file_are_os_path_s(tmp_path: Path) -> None:
     target = tmp_path / "f"
     target.write_text("x")
     (tmp_path / "link").symlink_to(target)
     (tmp_path / "dangling").symlink_to(tmp_path / "gone")
     (tmp_path / "d").mkdir()
-    paths = [str(tmp_path / name) for name in ("f", "link", "dangling", "d", "gone", "f/x")] + [
+    names = ("f", "link", "dangling", "d", "gone", "f/x", "dangling/x")
+    paths = [str(tmp_path / name) for name in names] + [
         f"{tmp_path}/f\0",
         "",
     ]
     assert [present(p) for p in paths] == [os.path.exists(p) for p in paths]
+    # The look for a leftover before a run, and the look at the result after it.
+    assert [lexists(p) for p in paths] == [os.path.lexists(p) for p in paths]
+    assert [is_file(p) for p in paths] == [os.path.isfile(p) for p in paths]
 
 
 # --- json_dumps: the text json.dumps gives, for journal lines and JSON columns -------------

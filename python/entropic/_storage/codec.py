@@ -21,6 +21,7 @@ __all__ = [
     "decode_row",
     "decode_sidecar",
     "dumps",
+    "encode_any_line",
     "encode_line",
     "encode_row",
     "encode_sidecar",
@@ -122,6 +123,11 @@ def encode_line(row: dict[str, Any]) -> bytes | None:
             text = None
         if text is not None:
             return (text + "\n").encode("utf-8", "surrogatepass")
+    return encode_any_line(row)
+
+
+def encode_any_line(row: dict[str, Any]) -> bytes | None:
+    """``encode_line`` of any row, value by value (``encode_line``'s general path)."""
     plain, types = encode_row(row)
     try:
         text = dumps({"row": plain, "types": types}, compact=True)
