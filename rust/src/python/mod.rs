@@ -57,7 +57,6 @@ fn hash_many<'py>(py: Python<'py>, params: &Bound<'py, PyAny>) -> PyResult<Bound
     let mut walker = Walker::new(py)?;
     let mut ids = Batch::new(py);
     if let Ok(list) = params.cast_exact::<PyList>() {
-        ids.list.reserve_exact(list.len());
         // A list is read by index, as its iterator would (the length is re-read each step).
         let mut i = 0;
         while i < list.len() {
@@ -78,7 +77,8 @@ fn hash_many<'py>(py: Python<'py>, params: &Bound<'py, PyAny>) -> PyResult<Bound
 /// Canonical texts hashed a batch at a time (see `ids_of_many`), and the ids made so far.
 struct Batch<'py> {
     py: Python<'py>,
-    list: Vec<Bound<'py, PyString>>,
+    /// The ids made so far, appended as they are made.
+    list: Bound<'py, PyList>,
     /// The texts of the batch, `texts[..len]`; their buffers are reused.
     texts: Vec<Vec<u8>>,
     len: usize,
@@ -91,7 +91,7 @@ impl<'py> Batch<'py> {
     fn new(py: Python<'py>) -> Self {
         Batch {
             py,
-            list: Vec::new(),
+            list: PyList::empty(py),
             texts: Vec::new(),
             len: 0,
         }
@@ -120,7 +120,7 @@ impl<'py> Batch<'py> {
         let mut ids = [[0u8; ID_LEN]; BATCH];
         ids_of_many(&texts[..self.len], &mut ids[..self.len]);
         for id in &ids[..self.len] {
-            self.list.push(id_str(self.py, id)?);
+            self.list.append(id_str(self.py, id)?)?;
         }
         self.len = 0;
         Ok(())
@@ -128,7 +128,7 @@ impl<'py> Batch<'py> {
 
     fn finish(mut self) -> PyResult<Bound<'py, PyList>> {
         self.flush()?;
-        PyList::new(self.py, self.list)
+        Ok(self.list)
     }
 }
 
