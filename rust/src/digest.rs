@@ -343,6 +343,19 @@ mod tests {
     }
 
     #[test]
+    fn many_match_single_ids_at_every_length() {
+        let text: Vec<u8> = (0..400u32).map(|i| (i * 29 + 1) as u8).collect();
+        for len in 0..300 {
+            let texts: Vec<&[u8]> = (0..9).map(|i| &text[i..i + len]).collect();
+            let mut ids = vec![[0u8; ID_LEN]; texts.len()];
+            ids_of_many(&texts, &mut ids);
+            for (text, id) in texts.iter().zip(&ids) {
+                assert_eq!(*id, id_bytes(text), "length {len}");
+            }
+        }
+    }
+
+    #[test]
     fn padding_matches_the_hasher_at_every_length() {
         let text: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
         for len in 0..text.len() {
