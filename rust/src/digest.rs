@@ -356,6 +356,33 @@ mod tests {
     }
 
     #[test]
+    fn many_match_single_ids_with_mixed_lengths_in_a_batch() {
+        // Lanes of one batch holding texts of different block counts (and some too long
+        // for a lane), in batches of every size around the lane count.
+        let text: Vec<u8> = (0..600u32).map(|i| (i * 131 + 7) as u8).collect();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for count in 1..=17 {
+            for _ in 0..40 {
+                let texts: Vec<&[u8]> = (0..count)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        let len = (state % 300) as usize;
+                        let start = ((state >> 20) % 300) as usize;
+                        &text[start..start + len]
+                    })
+                    .collect();
+                let mut ids = vec![[0u8; ID_LEN]; texts.len()];
+                ids_of_many(&texts, &mut ids);
+                for (text, id) in texts.iter().zip(&ids) {
+                    assert_eq!(*id, id_bytes(text), "length {} of {count}", text.len());
+                }
+            }
+        }
+    }
+
+    #[test]
     fn padding_matches_the_hasher_at_every_length() {
         let text: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
         for len in 0..text.len() {
