@@ -31,6 +31,9 @@ pub(super) struct Scratch {
 
 /// Recently written floats by bit pattern: sweeps repeat the same values (a grid's
 /// points, fixed settings), and copying their text beats formatting it again.
+///
+/// A slot first records a value's bits alone (text length 0); its text is kept when
+/// the same value comes again, so values seen once cost no copy into the cache.
 struct FloatCache {
     slots: [(u64, u8, [u8; SHORT]); 64],
 }
@@ -40,8 +43,9 @@ impl FloatCache {
         (bits.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize
     }
 
-    /// Write `repr(round(x, 12))` at `p` from the cache, or formatted (and cached) when
-    /// it takes the common layout; return its length, or 0 when neither applies.
+    /// Write `repr(round(x, 12))` at `p` from the cache, or formatted (and noted in the
+    /// cache) when it takes the common layout; return its length, or 0 when neither
+    /// applies.
     ///
     /// # Safety
     /// `p` must be valid for writes of SHORT bytes.
@@ -49,19 +53,26 @@ impl FloatCache {
     unsafe fn write_short(&mut self, p: *mut u8, x: f64) -> usize {
         let bits = x.to_bits();
         let slot = &mut self.slots[Self::index(bits)];
-        if slot.0 != bits || slot.1 == 0 {
-            // Formatted straight into the slot, then copied like a hit.
-            // SAFETY: the slot's text has SHORT >= SHORT_REPR bytes.
-            let len = unsafe { write_short_round12(slot.2.as_mut_ptr(), x) };
-            if len == 0 {
-                return 0;
-            }
-            slot.0 = bits;
-            slot.1 = len as u8;
+        if slot.0 == bits && slot.1 != 0 {
+            // SAFETY (caller): p is valid for SHORT bytes; the slot holds SHORT.
+            unsafe { ptr::copy_nonoverlapping(slot.2.as_ptr(), p, SHORT) };
+            return usize::from(slot.1);
         }
-        // SAFETY (caller): p is valid for SHORT bytes; the slot holds SHORT.
-        unsafe { ptr::copy_nonoverlapping(slot.2.as_ptr(), p, SHORT) };
-        usize::from(slot.1)
+        // SAFETY (caller): p is valid for SHORT >= SHORT_REPR bytes.
+        let len = unsafe { write_short_round12(p, x) };
+        if len == 0 {
+            return 0;
+        }
+        if slot.0 == bits {
+            // Seen before: keep the text.
+            // SAFETY: the text just written at p has len <= SHORT_REPR <= SHORT bytes.
+            unsafe { ptr::copy_nonoverlapping(p, slot.2.as_mut_ptr(), len) };
+            slot.1 = len as u8;
+        } else {
+            slot.0 = bits;
+            slot.1 = 0;
+        }
+        len
     }
 }
 
@@ -177,9 +188,12 @@ impl Walker<'_> {
             let mut pos: ffi::Py_ssize_t = 0;
             let mut key = ptr::null_mut();
             let mut value = ptr::null_mut();
-            let mut keys = s.shape.keys.iter();
-            while ffi::PyDict_Next(obj, &mut pos, &mut key, &mut value) != 0 {
-                if keys.next() != Some(&key) || !is_leaf(value) {
+            // The dict has n entries, so n steps visit them all.
+            for &expected in &s.shape.keys {
+                if ffi::PyDict_Next(obj, &mut pos, &mut key, &mut value) == 0
+                    || key != expected
+                    || !is_leaf(value)
+                {
                     return Ok(false);
                 }
                 s.leaves.push(value);

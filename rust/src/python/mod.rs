@@ -21,13 +21,16 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
-use crate::digest::{id_bytes, ID_LEN};
+use crate::digest::{id_bytes, ids_of_many, ID_LEN};
 use crate::{MAX_DEPTH, MAX_NESTED_CALLS};
 use plain::Columns;
 use walk::Walker;
 
 fn id_string<'py>(py: Python<'py>, canonical: &[u8]) -> PyResult<Bound<'py, PyString>> {
-    let id = id_bytes(canonical);
+    id_str(py, &id_bytes(canonical))
+}
+
+fn id_str<'py>(py: Python<'py>, id: &[u8; ID_LEN]) -> PyResult<Bound<'py, PyString>> {
     // SAFETY: 16 ASCII bytes; a new reference or null with an error set.
     unsafe {
         // ASCII decoding makes the str with its final kind and copies word by word.
@@ -54,24 +57,81 @@ fn hash_params<'py>(py: Python<'py>, params: &Bound<'py, PyAny>) -> PyResult<Bou
 #[pyo3(signature = (params))]
 fn hash_many<'py>(py: Python<'py>, params: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
     let mut walker = Walker::new(py)?;
-    let mut ids: Vec<Bound<'py, PyString>> = Vec::new();
+    let mut ids = Batch::new(py);
     if let Ok(list) = params.cast_exact::<PyList>() {
-        ids.reserve_exact(list.len());
         // A list is read by index, as its iterator would (the length is re-read each step).
         let mut i = 0;
         while i < list.len() {
             let item = list.get_item(i)?;
             walker.params(&item)?;
-            ids.push(id_string(py, &walker.s.out)?);
+            ids.push(&mut walker)?;
             i += 1;
         }
     } else {
         for item in params.try_iter()? {
             walker.params(&item?)?;
-            ids.push(id_string(py, &walker.s.out)?);
+            ids.push(&mut walker)?;
         }
     }
-    PyList::new(py, ids)
+    ids.finish()
+}
+
+/// Canonical texts hashed a batch at a time (see `ids_of_many`), and the ids made so far.
+struct Batch<'py> {
+    py: Python<'py>,
+    /// The ids made so far, appended as they are made.
+    list: Bound<'py, PyList>,
+    /// The texts of the batch, `texts[..len]`; their buffers are reused.
+    texts: Vec<Vec<u8>>,
+    len: usize,
+}
+
+/// Parameter sets per batch.
+const BATCH: usize = 16;
+
+impl<'py> Batch<'py> {
+    fn new(py: Python<'py>) -> Self {
+        Batch {
+            py,
+            list: PyList::empty(py),
+            texts: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// Take the canonical text the walker just wrote; when the batch is full, make
+    /// the ids of its texts, in order.
+    fn push(&mut self, walker: &mut Walker<'py>) -> PyResult<()> {
+        if self.len == self.texts.len() {
+            self.texts.push(Vec::new());
+        }
+        // The walker writes the next text into the buffer it gets in exchange.
+        std::mem::swap(&mut self.texts[self.len], &mut walker.s.out);
+        self.len += 1;
+        if self.len == BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> PyResult<()> {
+        let mut texts: [&[u8]; BATCH] = [&[]; BATCH];
+        for (slot, text) in texts.iter_mut().zip(&self.texts[..self.len]) {
+            *slot = text;
+        }
+        let mut ids = [[0u8; ID_LEN]; BATCH];
+        ids_of_many(&texts[..self.len], &mut ids[..self.len]);
+        for id in &ids[..self.len] {
+            self.list.append(id_str(self.py, id)?)?;
+        }
+        self.len = 0;
+        Ok(())
+    }
+
+    fn finish(mut self) -> PyResult<Bound<'py, PyList>> {
+        self.flush()?;
+        Ok(self.list)
+    }
 }
 
 /// Return the id of each parameter set whose every value its column takes as it is,
