@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.orm import mapped_column
 
 from entropic import Base, Mapped, Store
 from entropic._storage.codec import encode_any_line, encode_line
@@ -352,3 +353,28 @@ def test_a_sweep_that_claims_nothing_writes_nothing(tmp_path: Path) -> None:
         sa.event.listen(store.engine, "before_cursor_execute", spy)
         assert len(store.sweep(params)) == 3  # all cached
         assert writes == []
+
+
+class Tagged(sa.types.TypeDecorator[Any]):
+    """A JSON column whose type changes what it binds: the batch write must not skip it."""
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        return None if value is None else {**value, "tagged": True}
+
+
+class WithTagged(Base):
+    __tablename__ = "bookkeeping_tagged"
+
+    n: Mapped[int]
+    data: Mapped[dict[str, Any]] = mapped_column(Tagged)
+
+
+def test_a_json_type_of_the_user_s_own_binds_as_it_says(db_url: str, tmp_path: Path) -> None:
+    with Store(_write, WithTagged, results_dir=tmp_path / "r", db_url=db_url) as store:
+        store.sweep([{"n": i, "data": {"i": i}} for i in range(3)])
+        with store.engine.connect() as conn:
+            stored = conn.execute(sa.select(WithTagged.__table__.c.data)).scalars().all()
+    assert sorted(stored, key=lambda d: d["i"]) == [{"i": i, "tagged": True} for i in range(3)]

@@ -130,7 +130,7 @@ class DriverWrite:
         for i, name in enumerate(names):
             type_ = binds[name].type
             processor = bind_processor(type_, dialect)
-            if processor is not None and json_bind is not None and isinstance(type_, sa.JSON):
+            if processor is not None and json_bind is not None and _stock_json(type_, dialect):
                 processor = _dicts_by(json_bind, processor)
             if processor is not None:
                 self._processors.append((i, processor))
@@ -161,6 +161,12 @@ class DriverWrite:
 
     def execute(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         conn.exec_driver_sql(self.sql, self.parameters(rows))
+
+
+def _stock_json(type_: Any, dialect: Dialect) -> bool:
+    """Whether SQLAlchemy binds ``type_`` on ``dialect`` with JSON's own conversion."""
+    impl = type_.dialect_impl(dialect)
+    return isinstance(impl, sa.JSON) and type(impl).bind_processor is sa.JSON.bind_processor
 
 
 def _dicts_by(json_bind: Processor, processor: Processor) -> Processor:
