@@ -30,6 +30,7 @@ from entropic._storage.index import create_engine, parse_db_url, sqlite_json_bin
 from entropic._storage.schema import Schema
 from entropic._storage.statements import (
     SQLITE_DATETIME_FORMAT,
+    DriverIds,
     bind_processor,
     compile_write,
     padded,
@@ -378,3 +379,36 @@ def test_a_json_type_of_the_user_s_own_binds_as_it_says(db_url: str, tmp_path: P
         with store.engine.connect() as conn:
             stored = conn.execute(sa.select(WithTagged.__table__.c.data)).scalars().all()
     assert sorted(stored, key=lambda d: d["i"]) == [{"i": i, "tagged": True} for i in range(3)]
+
+
+def test_deletes_by_id_take_sqlalchemy_s_path_when_a_value_needs_converting(
+    tmp_path: Path,
+) -> None:
+    engine = create_engine(parse_db_url(f"sqlite:///{tmp_path / 'ids.sqlite3'}"))
+    c = CLAIMS.c
+    CLAIMS.create(engine)
+    when = datetime(2024, 1, 1)
+    ids = [f"{i:016x}" for i in range(10)]
+    claim = {"table_name": "t", "owner": "o", "host": "h", "pid": 1, "heartbeat_at": when}
+    plain = DriverIds(
+        lambda cond: sa.delete(CLAIMS).where(c.owner == sa.bindparam("o"), cond),
+        c.id,
+        engine.dialect,
+    )
+    # A datetime to bind: the driver's path does not convert it, so SQLAlchemy's is taken.
+    dated = DriverIds(
+        lambda cond: sa.delete(CLAIMS).where(c.claimed_at < sa.bindparam("before"), cond),
+        c.id,
+        engine.dialect,
+    )
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.insert(CLAIMS), [{**claim, "id": i, "claimed_at": when} for i in ids])
+            plain.execute(conn, ids[:3], {"o": "o"})
+            dated.execute(conn, ids[3:7], {"before": datetime(2025, 1, 1)})
+            dated.execute(conn, ids[7:], {"before": datetime(2023, 1, 1)})  # none older
+            assert plain.execute(conn, [], {"o": "o"}) is None
+            left = sorted(conn.execute(sa.select(c.id)).scalars())
+    finally:
+        engine.dispose()
+    assert left == ids[7:]

@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import instance_state
 
 from entropic import Base, Mapped, Store
-from entropic._storage.index import create_engine, json_loads, sqlite_json_result
+from entropic._storage.codec import loads as json_loads
+from entropic._storage.index import create_engine, sqlite_json_result
 from entropic.models import CustomData, tracks_only_custom_data
 
 

@@ -29,8 +29,8 @@ from entropic._storage.owner import (
     release_owner,
 )
 from entropic._storage.statements import (
+    DriverIds,
     bind_processor,
-    compile_ids,
     placeholder,
     wrap_value_error,
 )
@@ -85,12 +85,7 @@ class Claims:
         self._select = sa.select(c.id, c.owner, c.heartbeat_at).where(
             c.table_name == self.table_name, c.id.in_(sa.bindparam("ids", expanding=True))
         )
-        self._delete = sa.delete(CLAIMS).where(
-            c.table_name == self.table_name,
-            c.owner == self.owner,
-            c.id.in_(sa.bindparam("ids", expanding=True)),
-        )
-        self._delete_driver = compile_ids(
+        self._delete = DriverIds(
             lambda ids: sa.delete(CLAIMS).where(
                 c.table_name == sa.bindparam("t"), c.owner == sa.bindparam("o"), ids
             ),
@@ -253,14 +248,9 @@ class Claims:
         if not self.enabled or not ids:
             return None
 
-        driver = self._delete_driver
-
         def release(conn: Connection) -> None:
             for i in range(0, len(ids), ID_CHUNK):
-                if driver is not None:
-                    driver.execute(conn, ids[i : i + ID_CHUNK], self._delete_values)
-                else:
-                    conn.execute(self._delete, {"ids": ids[i : i + ID_CHUNK]})
+                self._delete.execute(conn, ids[i : i + ID_CHUNK], self._delete_values)
 
         return release
 

@@ -30,7 +30,6 @@ from entropic._storage.statements import (
     DriverSelect,
     DriverWrite,
     Processor,
-    compile_ids,
     compile_select,
     compile_write,
 )
@@ -46,7 +45,6 @@ __all__ = [
     "insert_missing",
     "is_memory_sqlite",
     "is_row_error",
-    "json_loads",
     "mask_url",
     "parse_db_url",
     "secrets_of",
@@ -162,9 +160,9 @@ def create_engine(url: sa.URL) -> Engine:
             poolclass=StaticPool,
             connect_args={"check_same_thread": False},
             json_serializer=sqlite_json_bind,
-            json_deserializer=json_loads,
+            json_deserializer=loads,
         )
-    engine = sa.create_engine(url, json_serializer=sqlite_json_bind, json_deserializer=json_loads)
+    engine = sa.create_engine(url, json_serializer=sqlite_json_bind, json_deserializer=loads)
     event.listen(engine, "connect", _sqlite_connect)
     return engine
 
@@ -182,12 +180,8 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-#: SQLAlchemy's JSON deserializer: ``json.loads``, its values and errors exactly.
-json_loads = loads
-
-
 def sqlite_json_result(value: Any) -> Any:
-    """A SQLite JSON column's value as SQLAlchemy reads it with ``json_loads``, in one call.
+    """A SQLite JSON column's value as SQLAlchemy reads it with ``loads``, in one call.
 
     Text is JSON text; None is NULL; a number is kept (a row written when the
     column's numeric affinity turned bare numbers into numbers); a BLOB is JSON
@@ -382,15 +376,12 @@ class Index:
         # Compiled for the open engine (``_compile_driver_statements``); None: SQLAlchemy's path.
         self._writes: dict[tuple[bool, bool], DriverWrite | None] = {}
         self._select_driver: DriverSelect | None = None
-        self._clear_failures_driver: DriverIds | None = None
+        self._clear_failures: DriverIds | None = None
         self._upsert = upsert(table, self.dialect)
         self._upsert_newer = upsert(table, self.dialect, newer_only=True)
         self._insert_missing = insert_missing(table, self.dialect)
         f = FAILURES.c
         self._any_failure = sa.select(f.id).where(f.table_name == sa.bindparam("t")).limit(1)
-        self._clear_failures = sa.delete(FAILURES).where(
-            f.table_name == sa.bindparam("t"), f.id.in_(sa.bindparam("ids", expanding=True))
-        )
         self._immediate = self.dialect == "sqlite" and not self.memory
         if schema is not None:
             self.builder = RecordBuilder(schema.model, schema.attrs)
@@ -435,13 +426,13 @@ class Index:
         }
         self._select_driver = None
         f = FAILURES.c
-        self._clear_failures_driver = compile_ids(
+        self._clear_failures = DriverIds(
             lambda ids: sa.delete(FAILURES).where(f.table_name == sa.bindparam("t"), ids),
             f.id,
             dialect,
         )
         if self.schema is not None:
-            # create_engine gave SQLite json_loads: sqlite_json_result reads its JSON the same.
+            # create_engine gave SQLite codec.loads: sqlite_json_result reads its JSON the same.
             json_result = sqlite_json_result if dialect.name == "sqlite" else None
             self._select_driver = compile_select(
                 self.schema.columns, self.table.c.id, dialect, json_result
@@ -575,12 +566,10 @@ class Index:
     ) -> None:
         if clear and conn.execute(self._any_failure, {"t": self.name}).first() is None:
             clear = []  # no failure recorded for this table: nothing to clear
-        driver = self._clear_failures_driver
+        clear_failures = self._clear_failures
+        assert clear_failures is not None  # compiled when the engine opened
         for i in range(0, len(clear), ID_CHUNK):
-            if driver is not None:
-                driver.execute(conn, clear[i : i + ID_CHUNK], {"t": self.name})
-            else:
-                conn.execute(self._clear_failures, {"t": self.name, "ids": clear[i : i + ID_CHUNK]})
+            clear_failures.execute(conn, clear[i : i + ID_CHUNK], {"t": self.name})
         if failures:
             conn.execute(
                 sa.insert(FAILURES), [{**failure, "table_name": self.name} for failure in failures]

@@ -8,7 +8,8 @@ column type's own bind processor (or result processor, for reads), exactly the
 conversion SQLAlchemy applies, and the batch goes to the driver in one call.
 
 Only SQLite and PostgreSQL get these; ``compile_write``/``compile_select``
-return None elsewhere and the caller keeps SQLAlchemy's path.
+return None elsewhere and the caller keeps SQLAlchemy's path, and ``DriverIds``
+takes SQLAlchemy's path itself.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ __all__ = [
     "DriverWrite",
     "Processor",
     "bind_processor",
-    "compile_ids",
     "compile_select",
     "compile_write",
     "padded",
@@ -292,12 +292,13 @@ def compile_select(
 
 
 class DriverIds:
-    """A statement over a list of ids (``id IN (...)``; ``= ANY(array)`` on PostgreSQL),
-    compiled once per count of ids, run with the driver's own parameters.
+    """A statement over a list of ids, run with the driver's own parameters where it can.
 
     ``make(condition)`` builds the statement from the id condition; its other values
-    are named bind parameters of types the driver takes as they are (text, integers),
-    given to ``execute`` by name.
+    are named bind parameters, given to ``execute`` by name. On SQLite the statement
+    is compiled once per count of ids (``id IN (?, ...)``, the ids padded); on
+    PostgreSQL once (``id = ANY(array)``). Elsewhere, or when its other values need
+    a conversion, it goes through SQLAlchemy with an expanding ``IN``.
     """
 
     def __init__(
@@ -306,18 +307,25 @@ class DriverIds:
         self.make = make
         self.id_column = id_column
         self.dialect = dialect
-        self._array = dialect.name == "postgresql"
         # count -> (SQL, names bound before the ids, names bound after them)
         self._by_count: dict[int, tuple[str, list[str], list[str]]] = {}
-        if self._array:
-            ids = sa.bindparam("ids", type_=postgresql.ARRAY(id_column.type))
-            self._array_sql = self._compile(id_column == sa.any_(ids), [])[0]
-        else:
-            self._sql(1)  # refuses here a statement it cannot run
+        self._array_sql: str | None = None
+        #: SQLAlchemy's statement, where the driver's path is not taken.
+        self._statement: Any = None
+        try:
+            if dialect.name == "postgresql":
+                ids = sa.bindparam("ids", type_=postgresql.ARRAY(id_column.type))
+                self._array_sql = self._compile(id_column == sa.any_(ids), [])[0]
+            elif dialect.name == "sqlite":
+                self._sql(1)  # refuses here a statement it cannot run
+            else:
+                raise ValueError(f"no driver path for {dialect.name}")
+        except (ValueError, KeyError, sa.exc.CompileError):
+            self._statement = make(id_column.in_(sa.bindparam("ids", expanding=True)))
 
     def _compile(self, condition: Any, id_names: list[str]) -> tuple[str, list[str], list[str]]:
-        compiled = self.make(condition).compile(dialect=self.dialect)
         dialect = self.dialect
+        compiled = self.make(condition).compile(dialect=dialect)
         for name, bind in compiled.binds.items():
             if name != "ids" and bind_processor(bind.type, dialect) is not None:
                 raise ValueError(f"parameter {name} needs a conversion")
@@ -341,24 +349,14 @@ class DriverIds:
 
     def execute(self, conn: Connection, ids: Sequence[str], values: Mapping[str, Any]) -> Any:
         """Run the statement for ``ids`` (at most a few hundred) with ``values`` by name."""
-        if self._array:
-            return conn.exec_driver_sql(self._array_sql, {**values, "ids": list(ids)})
         if not ids:
             return None
+        if self._statement is not None:
+            return conn.execute(self._statement, {**values, "ids": list(ids)})
+        if self._array_sql is not None:
+            return conn.exec_driver_sql(self._array_sql, {**values, "ids": list(ids)})
         ids = padded(ids)
         sql, before, after = self._sql(len(ids))
         return conn.exec_driver_sql(
             sql, (*[values[name] for name in before], *ids, *[values[name] for name in after])
         )
-
-
-def compile_ids(
-    make: Callable[[Any], Any], id_column: sa.Column[Any], dialect: Dialect
-) -> DriverIds | None:
-    """``make`` (a statement built around an id condition) as a DriverIds, or None."""
-    if dialect.name not in _DIALECTS:
-        return None
-    try:
-        return DriverIds(make, id_column, dialect)
-    except (ValueError, KeyError, sa.exc.CompileError):
-        return None
