@@ -9,8 +9,11 @@ custom_data read back exactly as ``json.loads`` reads it.
 
 from __future__ import annotations
 
+import copy
+import gc
 import json
 import math
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +98,41 @@ def test_every_record_tracks_changes_to_its_custom_data_in_a_session(
             again = store.retrieve({"n": 1})
             assert again is not None
             assert again.custom_data[path] is True, path
+
+
+def test_loaded_custom_data_moved_to_another_record_marks_both(db_url: str, tmp_path: Path) -> None:
+    with Store(_write, Tracked, results_dir=tmp_path / "r", db_url=db_url) as store:
+        store.sweep([{"n": 1}, {"n": 2}])
+        first, second = store.sweep([{"n": 1}, {"n": 2}])
+        with Session(store.engine) as session:
+            session.add_all([first, second])
+            shared = first.custom_data
+            second.custom_data = shared  # the same dict, now in two records
+            session.flush()
+            shared["shared"] = 1  # an in-place change, after the assignment was flushed
+            assert first in session.dirty
+            assert second in session.dirty
+            session.commit()
+        for n in (1, 2):
+            again = store.retrieve({"n": n})
+            assert again is not None
+            assert again.custom_data["shared"] == 1
+
+
+def test_loaded_custom_data_outliving_its_record_can_still_be_changed(
+    db_url: str, tmp_path: Path
+) -> None:
+    with Store(_write, Tracked, results_dir=tmp_path / "r", db_url=db_url) as store:
+        store.sweep([{"n": 1}])
+        data = store.sweep([{"n": 1}])[0].custom_data  # the record itself is dropped
+        gc.collect()
+        data["later"] = 1  # tracks no record any more: nothing to mark, nothing raised
+        assert data["later"] == 1
+        assert copy.deepcopy(data) == data
+        assert pickle.loads(pickle.dumps(data)) == data
+        again = store.retrieve({"n": 1})
+        assert again is not None
+        assert "later" not in again.custom_data
 
 
 def test_a_user_load_listener_is_called_for_every_record_built(db_url: str, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, DateTime, String, Text
 from sqlalchemy.ext.mutable import MutableDict
 from sqlalchemy.orm import DeclarativeBase, Mapped, MappedColumn, mapped_column
+from sqlalchemy.orm.attributes import instance_state
 
 from entropic.errors import ReservedColumnError
 
@@ -93,11 +94,23 @@ class CustomData(MutableDict[str, Any]):
     """The dict in ``custom_data``: a ``MutableDict`` (in-place changes are saved on the
     next commit of a Session holding the record) with a lighter link to its record."""
 
+    # A loaded dict keeps the weak reference its record's state already holds to the
+    # record, and makes its ``_Parents`` only when something asks for them (a change,
+    # another record): most loaded records are read and dropped.
+    __slots__ = ("_loaded_into",)
+    _loaded_into: weakref.ref[Any]
+
     @property
     def _parents(self) -> Any:  # the one attribute Mutable keeps its parents in
         parents = self.__dict__.get("_parents")
         if parents is None:
             parents = self.__dict__["_parents"] = _Parents()
+            ref = getattr(self, "_loaded_into", None)
+            if ref is not None:
+                del self._loaded_into
+                record = ref()
+                if record is not None:
+                    parents[instance_state(record)] = "custom_data"
         return parents
 
     @classmethod
@@ -110,7 +123,7 @@ class CustomData(MutableDict[str, Any]):
         """
         if type(value) is dict:  # as the database gives it: a new dict, its one record
             data = cls(value)
-            data.__dict__["_parents"] = _Parents(state, "custom_data")
+            data._loaded_into = state.obj
             return data
         coerced = cls.coerce("custom_data", value)  # raises as the listener would
         assert isinstance(coerced, cls)
