@@ -241,6 +241,44 @@ def test_releasing_claims_leaves_other_owners_and_tables_alone(
         theirs.close()
 
 
+@pytest.mark.parametrize("one_thread", [True, False], ids=["one-thread", "shared"])
+def test_the_last_claims_an_owner_holds_go_in_one_statement_and_no_others_with_them(
+    shared_db_url: str, tmp_path: Path, one_thread: bool
+) -> None:
+    from entropic._storage.claims import Claims
+
+    with Store(_write, Kept, results_dir=tmp_path / "r", db_url=shared_db_url) as store:
+        index = store._core.index
+        mine, theirs = Claims(index, one_thread=one_thread), Claims(index)
+        ids = [f"{i:016x}" for i in range(700)]
+        assert mine.claim(ids[:300]) == (ids[:300], [])
+        assert theirs.claim(ids[600:]) == (ids[600:], [])
+        assert mine.claim(ids[300:600]) == (ids[300:600], [])
+        deletes: list[str] = []
+
+        def spy(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+            if sql.lstrip().upper().startswith("DELETE"):
+                deletes.append(sql)
+
+        def left() -> dict[str, str]:
+            with store.engine.connect() as conn:
+                c = CLAIMS.c
+                return dict(conn.execute(sa.select(c.id, c.owner)).all())
+
+        sa.event.listen(store.engine, "before_cursor_execute", spy)
+        mine.release(ids[:300] + ids[600:650])  # still holds 300..600: by id
+        assert sorted(left()) == ids[300:]
+        assert all("IN" in sql.upper() or "ANY" in sql.upper() for sql in deletes)
+        deletes.clear()
+        mine.release(ids[300:600])  # the last it holds
+        assert len(deletes) == 1
+        by_id = "IN" in deletes[0].upper() or "ANY" in deletes[0].upper()
+        assert by_id is not one_thread
+        assert left() == {i: theirs.owner for i in ids[600:]}
+        mine.close()
+        theirs.close()
+
+
 # --- the look for a leftover ------------------------------------------------------------------
 
 

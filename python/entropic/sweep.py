@@ -266,7 +266,7 @@ class _Run:
         self.todo: dict[str, Point] = {}
         self.records = records
         self.cached = len(records)
-        self.claims = Claims(core.index)
+        self.claims = Claims(core.index, one_thread=True)
         self.journal = Journal(core.disk, self.claims.owner)
         self.failures: list[tuple[dict[str, Any], BaseException]] = []
         self.first_traceback = ""

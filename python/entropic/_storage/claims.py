@@ -54,8 +54,11 @@ def _has_returning(engine: sa.Engine) -> bool:
 class Claims:
     """The claims of one sweep in one process (a no-op when no other process can see the store)."""
 
-    def __init__(self, index: Index, *, owner: str | None = None) -> None:
+    def __init__(self, index: Index, *, owner: str | None = None, one_thread: bool = False) -> None:
         self.index = index
+        #: Whether one thread alone claims and releases (a sweep): then the ids this
+        #: owner holds are known exactly, and releasing all of them takes one statement.
+        self.one_thread = one_thread
         self.enabled = index.shared
         self.owner = owner or new_owner()
         self.table_name = index.name
@@ -76,6 +79,8 @@ class Claims:
         self._stop = threading.Event()
         #: Whether this owner has tried to claim anything (else it holds no claim to drop).
         self._claimed = False
+        #: The ids this owner has won and not released yet (kept when ``one_thread``).
+        self._held: set[str] = set()
         #: Owners whose claims this sweep took over (their journals may hold finished runs).
         self.taken_from: set[str] = set()
         #: The live owner of each id the last ``claim`` found busy.
@@ -93,6 +98,9 @@ class Claims:
             dialect,
         )
         self._delete_values = {"t": self.table_name, "o": self.owner}
+        self._delete_all = sa.delete(CLAIMS).where(
+            c.table_name == self.table_name, c.owner == self.owner
+        )
 
     # -- claiming --------------------------------------------------------------------------
 
@@ -122,6 +130,8 @@ class Claims:
         busy: list[str] = []
         stale: list[tuple[str, str]] = []
         if not check:
+            if self.one_thread:
+                self._held.update(ids)
             return list(ids), busy  # the insert won every one
         with self.index.engine.connect() as conn:
             for i in range(0, len(check), ID_CHUNK):
@@ -143,6 +153,8 @@ class Claims:
         # Input order; a claim that vanished between our insert and our read counts as
         # busy, and the caller tries it again.
         mine = set(won)
+        if self.one_thread:
+            self._held.update(mine)
         return [i for i in ids if i in mine], [i for i in ids if i not in mine]
 
     def _shared(self, now: datetime) -> dict[str, Any]:
@@ -244,9 +256,23 @@ class Claims:
         return taken
 
     def releaser(self, ids: list[str]) -> Callable[[Connection], None] | None:
-        """A function deleting this owner's claims on ``ids`` inside a caller's transaction."""
+        """A function deleting this owner's claims on ``ids`` inside a caller's transaction.
+
+        When one thread claims (``one_thread``) and ``ids`` are all this owner still
+        holds (a sweep's batch that finished every claim it made), one statement
+        drops the owner's claims instead of naming each id.
+        """
         if not self.enabled or not ids:
             return None
+        if self.one_thread:
+            held = self._held
+            held.difference_update(ids)
+            if not held:
+
+                def release_all(conn: Connection) -> None:
+                    conn.execute(self._delete_all)
+
+                return release_all
 
         def release(conn: Connection) -> None:
             for i in range(0, len(ids), ID_CHUNK):
@@ -270,11 +296,9 @@ class Claims:
         """Drop every claim this sweep still holds (points it did not finish)."""
         if not self.enabled or not self._claimed:
             return
-        c = CLAIMS.c
         with self.index.begin_write() as conn:
-            conn.execute(
-                sa.delete(CLAIMS).where(c.table_name == self.table_name, c.owner == self.owner)
-            )
+            conn.execute(self._delete_all)
+        self._held.clear()
 
     # -- heartbeat -------------------------------------------------------------------------
 
