@@ -37,7 +37,7 @@ pub fn id_bytes(canonical: &[u8]) -> [u8; ID_LEN] {
 
 /// Return the ids of many canonical texts, `ids[i]` that of `texts[i]`.
 ///
-/// Where the CPU has AVX-512F and AVX-512BW, up to sixteen short texts at a time go
+/// Where the CPU has AVX-512 (F, VL and BW), up to sixteen short texts at a time go
 /// through the compression rounds together, one text per 32-bit lane of 512-bit
 /// registers; the others, and every text elsewhere, are hashed one by one.
 pub fn ids_of_many(texts: &[&[u8]], ids: &mut [[u8; ID_LEN]]) {
@@ -47,7 +47,7 @@ pub fn ids_of_many(texts: &[&[u8]], ids: &mut [[u8; ID_LEN]]) {
         if lanes::available() {
             for (texts, ids) in texts.chunks(lanes::LANES).zip(ids.chunks_mut(lanes::LANES)) {
                 if texts.len() >= lanes::MIN_TEXTS {
-                    // SAFETY: the CPU has AVX-512F and AVX-512BW (checked above).
+                    // SAFETY: the CPU has AVX2, AVX-512F, AVX-512VL and AVX-512BW (checked above).
                     unsafe { lanes::ids(texts, ids) };
                 } else {
                     for (text, id) in texts.iter().zip(ids.iter_mut()) {
@@ -102,11 +102,13 @@ mod lanes {
     /// 0: not checked yet, 1: absent, 2: present.
     static AVX512: AtomicU8 = AtomicU8::new(0);
 
-    /// True if the CPU has AVX-512F and AVX-512BW (checked once).
+    /// True if the CPU has AVX2, AVX-512F, AVX-512VL and AVX-512BW (checked once).
     pub(super) fn available() -> bool {
         match AVX512.load(Ordering::Relaxed) {
             0 => {
-                let found = std::arch::is_x86_feature_detected!("avx512f")
+                let found = std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
                     && std::arch::is_x86_feature_detected!("avx512bw");
                 AVX512.store(if found { 2 } else { 1 }, Ordering::Relaxed);
                 found
@@ -123,7 +125,7 @@ mod lanes {
     /// The ids of up to sixteen texts: the short ones in lanes, the others alone.
     ///
     /// # Safety
-    /// The CPU must support AVX-512F and AVX-512BW.
+    /// The CPU must support AVX2, AVX-512F, AVX-512VL and AVX-512BW.
     #[target_feature(enable = "avx2,avx512f,avx512vl,avx512bw")]
     pub(super) unsafe fn ids(texts: &[&[u8]], ids: &mut [[u8; ID_LEN]]) {
         debug_assert!(texts.len() <= LANES && texts.len() == ids.len());
