@@ -26,6 +26,9 @@ pub(super) struct Scratch {
     pub(super) path: Vec<Step>,
     shape: Shape,
     leaves: Vec<*mut ffi::PyObject>,
+    /// For each of `leaves`, the text of a float value when it takes the common layout
+    /// (its length, 0 otherwise), made before any of them is copied into `out`.
+    leaf_texts: Vec<([u8; SHORT], usize)>,
     floats: FloatCache,
 }
 
@@ -135,11 +138,13 @@ impl Scratch {
         s.entries.clear();
         s.path.clear();
         s.leaves.clear();
+        s.leaf_texts.clear();
         // Keep what a typical parameter set needs, not what the largest one took.
         s.out.shrink_to(KEPT_CAPACITY);
         s.entries.shrink_to(KEPT_CAPACITY / 64);
         s.path.shrink_to(MAX_DEPTH + 1);
         s.leaves.shrink_to(KEPT_CAPACITY / 64);
+        s.leaf_texts.shrink_to(KEPT_CAPACITY / 64);
         // A re-entrant call (a __str__ that hashes) took a fresh Scratch; keep the latest.
         if let Some(mut older) = SCRATCH.with(|cell| cell.replace(Some(s))) {
             older.shape.release();
@@ -199,32 +204,44 @@ impl Walker<'_> {
                 s.leaves.push(value);
             }
         }
+        // The texts of the float values first, in insertion order: each is a long chain
+        // of arithmetic but independent of the others, so the CPU overlaps them. Written
+        // straight into `out`, each would wait for the length of the text before it.
+        s.leaf_texts.resize(n, ([0; SHORT], 0));
+        for (&value, (text, len)) in s.leaves.iter().zip(s.leaf_texts.iter_mut()) {
+            *len = 0;
+            // SAFETY: `value` is a live leaf; `text` holds SHORT bytes.
+            unsafe {
+                if ffi::Py_TYPE(value) == &raw mut ffi::PyFloat_Type {
+                    *len = s
+                        .floats
+                        .write_short(text.as_mut_ptr(), ffi::PyFloat_AsDouble(value));
+                }
+            }
+        }
         // Room for every prefix and value copied as a whole SHORT block, and the `}`.
         let room = |left: usize| left * 2 * SHORT + 1;
         s.out.reserve(room(n));
         for j in 0..n {
             let s = &mut **self.s;
-            let (text, len) = &s.shape.prefixes[j];
-            let value = s.leaves[s.shape.order[j]];
+            let (prefix, prefix_len) = &s.shape.prefixes[j];
+            let i = s.shape.order[j];
+            let (text, len) = &s.leaf_texts[i];
             // SAFETY: `room` reserved two SHORT blocks for this entry past the end; only
-            // the bytes written become part of `out`. `value` is a live leaf.
+            // the bytes written become part of `out`.
             unsafe {
                 let end = s.out.len();
                 let p = s.out.as_mut_ptr().add(end);
-                ptr::copy_nonoverlapping(text.as_ptr(), p, SHORT);
-                if ffi::Py_TYPE(value) == &raw mut ffi::PyFloat_Type {
-                    let x = ffi::PyFloat_AsDouble(value);
-                    let written = s.floats.write_short(p.add(*len), x);
-                    if written != 0 {
-                        s.out.set_len(end + len + written);
-                        continue;
-                    }
-                }
-                s.out.set_len(end + len);
+                ptr::copy_nonoverlapping(prefix.as_ptr(), p, SHORT);
+                ptr::copy_nonoverlapping(text.as_ptr(), p.add(*prefix_len), SHORT);
+                s.out.set_len(end + prefix_len + len);
             }
-            // The rarer leaves (str, int, bool, None, floats of other layouts).
-            self.write_leaf(value)?;
-            self.s.out.reserve(room(n - j));
+            if *len == 0 {
+                // The rarer leaves (str, int, bool, None, floats of other layouts).
+                let value = s.leaves[i];
+                self.write_leaf(value)?;
+                self.s.out.reserve(room(n - j));
+            }
         }
         self.s.out.push(b'}');
         Ok(true)
