@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import pickle
+import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -170,6 +171,25 @@ def test_sqlite_file_uses_wal_a_busy_timeout_and_a_large_page_cache(tmp_path: Pa
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 10_000
         # Negative: KiB. Larger than SQLite's 2 MiB default, bounded (64 MiB).
         assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -65536
+        # The log is copied back every 128 MiB (SQLite's default: 1000 pages, 4 MiB).
+        page_size = conn.exec_driver_sql("PRAGMA page_size").scalar()
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() * page_size == 2**27
+        assert conn.exec_driver_sql("PRAGMA journal_size_limit").scalar() == 2**27
+
+
+def test_sqlite_s_log_size_follows_a_file_s_own_page_size(tmp_path: Path) -> None:
+    path = tmp_path / "big-pages.sqlite3"
+    made = sqlite3.connect(path)
+    made.execute("PRAGMA page_size = 65536")
+    made.execute("CREATE TABLE other (x INTEGER)")
+    made.close()
+    url = f"sqlite:///{path}"
+    with (
+        Store(Calls(), Sim, results_dir=tmp_path / "r", db_url=url) as store,
+        store.engine.connect() as conn,
+    ):
+        assert conn.exec_driver_sql("PRAGMA page_size").scalar() == 65536
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 2**27 // 65536
 
 
 def test_sqlite_writes_start_with_begin_immediate(tmp_path: Path) -> None:

@@ -60,6 +60,12 @@ SQLITE_BUSY_TIMEOUT_MS = 60_000
 #: Pages an SQLite connection keeps in memory, in KiB (SQLite's default is 2 MiB): a
 #: sweep's lookups by id land all over the file, which a small cache reads again and again.
 SQLITE_CACHE_KIB = 65_536
+#: How much the write-ahead log of an SQLite file may hold before its pages are copied
+#: back into the database file, in bytes (SQLite's default is 1000 pages, 4 MiB): a
+#: batch of a large sweep touches pages all over the id index, and each copy ends with
+#: an fsync, so fewer and larger copies write and wait less. The log is cut back to
+#: this size after a copy.
+SQLITE_WAL_BYTES = 128 * 1024 * 1024
 #: Ids bound per ``IN (...)`` statement (and claims per insert), far below every
 #: dialect's bound-parameter limit. The one batch size of every chunked statement; a power
 #: of two, as statements over fewer ids are padded to one (``statements.padded``).
@@ -177,6 +183,9 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # In WAL mode NORMAL survives any process crash; only power loss can drop the last commits.
     cursor.execute("PRAGMA synchronous = NORMAL")
     cursor.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
+    page_size = cursor.execute("PRAGMA page_size").fetchone()[0]
+    cursor.execute(f"PRAGMA wal_autocheckpoint = {SQLITE_WAL_BYTES // page_size}")
+    cursor.execute(f"PRAGMA journal_size_limit = {SQLITE_WAL_BYTES}")
     cursor.close()
 
 
