@@ -123,12 +123,17 @@ class CustomData(MutableDict[str, Any]):
         """
         if type(value) is dict:  # as the database gives it: a new dict, its one record
             data = cls(value)
-            data._loaded_into = state.obj
+            data.track_loaded(state)
             return data
         coerced = cls.coerce("custom_data", value)  # raises as the listener would
         assert isinstance(coerced, cls)
         coerced.track(state)
         return coerced
+
+    def track_loaded(self, state: Any) -> None:
+        """Link this dict, just read into the record of ``state``, to that record: by the
+        weak reference the state holds to it, its parents made when first asked for."""
+        self._loaded_into = state.obj
 
     def track(self, state: Any) -> None:
         """Link this dict to the record of ``state``, so that changes to it mark the record."""
