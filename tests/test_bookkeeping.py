@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import mapped_column
 
+import entropic.sweep
 from entropic import Base, Mapped, Store
 from entropic._storage.codec import encode_any_line, encode_line
 from entropic._storage.columns import json_default, json_value
@@ -254,11 +255,11 @@ def test_the_last_claims_an_owner_holds_go_in_one_statement_and_no_others_with_t
         assert mine.claim(ids[:300]) == (ids[:300], [])
         assert theirs.claim(ids[600:]) == (ids[600:], [])
         assert mine.claim(ids[300:600]) == (ids[300:600], [])
-        deletes: list[str] = []
+        deletes: list[Any] = []
 
-        def spy(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        def spy(conn: Any, cursor: Any, sql: str, parameters: Any, *args: Any) -> None:
             if sql.lstrip().upper().startswith("DELETE"):
-                deletes.append(sql)
+                deletes.append(parameters)
 
         def left() -> dict[str, str]:
             with store.engine.connect() as conn:
@@ -268,15 +269,36 @@ def test_the_last_claims_an_owner_holds_go_in_one_statement_and_no_others_with_t
         sa.event.listen(store.engine, "before_cursor_execute", spy)
         mine.release(ids[:300] + ids[600:650])  # still holds 300..600: by id
         assert sorted(left()) == ids[300:]
-        assert all("IN" in sql.upper() or "ANY" in sql.upper() for sql in deletes)
+        assert all(len(parameters) > 2 for parameters in deletes)
         deletes.clear()
         mine.release(ids[300:600])  # the last it holds
         assert len(deletes) == 1
-        by_id = "IN" in deletes[0].upper() or "ANY" in deletes[0].upper()
-        assert by_id is not one_thread
+        # The table's name and the owner only, or the ids too.
+        assert (len(deletes[0]) == 2) is one_thread
         assert left() == {i: theirs.owner for i in ids[600:]}
         mine.close()
         theirs.close()
+
+
+def test_a_serial_sweep_drops_each_batch_s_claims_by_owner(
+    shared_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Batches of BATCH_RUNS (four claim rounds) end when every claim they made is done.
+    monkeypatch.setattr(entropic.sweep, "BATCH_SECONDS", 3600.0)
+    points = [{"n": i, "x": 0.5, "name": "a"} for i in range(entropic.sweep.BATCH_RUNS + 76)]
+    with Store(_write, Kept, results_dir=tmp_path / "r", db_url=shared_db_url) as store:
+        deletes: list[Any] = []
+
+        def spy(conn: Any, cursor: Any, sql: str, parameters: Any, *args: Any) -> None:
+            if sql.lstrip().upper().startswith("DELETE FROM ENTROPIC_CLAIMS"):
+                deletes.append(parameters)
+
+        sa.event.listen(store.engine, "before_cursor_execute", spy)
+        assert len(store.sweep(points)) == len(points)
+        # Both batches, then the final drop: the table's name and the owner, no ids.
+        assert [len(parameters) for parameters in deletes] == [2, 2, 2]
+        with store.engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(CLAIMS)).scalar() == 0
 
 
 # --- the look for a leftover ------------------------------------------------------------------

@@ -14,6 +14,7 @@ import gc
 import json
 import math
 import pickle
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,9 @@ def test_every_record_tracks_changes_to_its_custom_data_in_a_session(
             assert again.custom_data[path] is True, path
 
 
-def test_loaded_custom_data_moved_to_another_record_marks_both(db_url: str, tmp_path: Path) -> None:
+def test_loaded_custom_data_shared_with_another_record_marks_both(
+    db_url: str, tmp_path: Path
+) -> None:
     with Store(_write, Tracked, results_dir=tmp_path / "r", db_url=db_url) as store:
         store.sweep([{"n": 1}, {"n": 2}])
         first, second = store.sweep([{"n": 1}, {"n": 2}])
@@ -124,12 +127,15 @@ def test_loaded_custom_data_outliving_its_record_can_still_be_changed(
 ) -> None:
     with Store(_write, Tracked, results_dir=tmp_path / "r", db_url=db_url) as store:
         store.sweep([{"n": 1}])
-        data = store.sweep([{"n": 1}])[0].custom_data  # the record itself is dropped
+        record = store.sweep([{"n": 1}])[0]
+        data, gone = record.custom_data, weakref.ref(record)
+        del record
         gc.collect()
-        data["later"] = 1  # tracks no record any more: nothing to mark, nothing raised
-        assert data["later"] == 1
+        assert gone() is None  # the dict does not keep its record alive
         assert copy.deepcopy(data) == data
         assert pickle.loads(pickle.dumps(data)) == data
+        data["later"] = 1  # tracks no record any more: nothing to mark, nothing raised
+        assert data["later"] == 1
         again = store.retrieve({"n": 1})
         assert again is not None
         assert "later" not in again.custom_data

@@ -104,13 +104,13 @@ class CustomData(MutableDict[str, Any]):
     def _parents(self) -> Any:  # the one attribute Mutable keeps its parents in
         parents = self.__dict__.get("_parents")
         if parents is None:
-            parents = self.__dict__["_parents"] = _Parents()
+            # Made whole before it is kept, so another thread never sees it half-made.
+            parents = _Parents()
             ref = getattr(self, "_loaded_into", None)
-            if ref is not None:
-                del self._loaded_into
-                record = ref()
-                if record is not None:
-                    parents[instance_state(record)] = "custom_data"
+            record = None if ref is None else ref()
+            if record is not None:
+                parents[instance_state(record)] = "custom_data"
+            parents = self.__dict__.setdefault("_parents", parents)
         return parents
 
     @classmethod
@@ -132,7 +132,10 @@ class CustomData(MutableDict[str, Any]):
 
     def track_loaded(self, state: Any) -> None:
         """Link this dict, just read into the record of ``state``, to that record: by the
-        weak reference the state holds to it, its parents made when first asked for."""
+        weak reference the state holds to it, its parents made when first asked for.
+
+        Only for a new dict, before anything has asked for its parents.
+        """
         self._loaded_into = state.obj
 
     def track(self, state: Any) -> None:
