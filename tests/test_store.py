@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+import entropic._storage.index
 from entropic import (
     Base,
     Mapped,
@@ -190,6 +191,33 @@ def test_sqlite_s_log_size_follows_a_file_s_own_page_size(tmp_path: Path) -> Non
     ):
         assert conn.exec_driver_sql("PRAGMA page_size").scalar() == 65536
         assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 2**27 // 65536
+
+
+def test_sqlite_commits_copy_the_log_back_every_so_often(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'w.sqlite3'}"
+    copies: list[str] = []
+
+    def spy(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        if "wal_checkpoint" in sql:
+            copies.append(sql)
+
+    def points(first: int) -> list[dict[str, Any]]:
+        return [{"n": n, "dt": 0.1, "method": "rk4"} for n in range(first, first + 3)]
+
+    with Store(Calls(), Sim, results_dir=tmp_path / "r", db_url=url) as store:
+        sa.event.listen(store.engine, "before_cursor_execute", spy)
+        monkeypatch.setattr(entropic._storage.index, "SQLITE_SYNC_SECONDS", 3600.0)
+        store.sweep(points(0))
+        store.run({"n": 100, "dt": 0.1, "method": "rk4"})
+        assert copies == []  # not yet due
+        monkeypatch.setattr(entropic._storage.index, "SQLITE_SYNC_SECONDS", 0.0)
+        store.sweep(points(3))
+        assert copies == ["PRAGMA wal_checkpoint(PASSIVE)"]  # after the sweep's one batch
+        store.run({"n": 101, "dt": 0.1, "method": "rk4"})
+        assert len(copies) == 2
+        assert len(store.sweep(points(0) + points(3))) == 6
 
 
 def test_sqlite_writes_start_with_begin_immediate(tmp_path: Path) -> None:

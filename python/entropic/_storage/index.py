@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import numbers
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from operator import itemgetter
@@ -66,6 +67,10 @@ SQLITE_CACHE_KIB = 65_536
 #: an fsync, so fewer and larger copies write and wait less. The log is cut back to
 #: this size after a copy.
 SQLITE_WAL_BYTES = 128 * 1024 * 1024
+#: At most this long after the last one, a commit of rows on an SQLite file is followed by
+#: a copy of the log back into the file (which ends with an fsync), so a power cut can
+#: drop no more than about this many seconds of commits however slowly the log grows.
+SQLITE_SYNC_SECONDS = 10.0
 #: Ids bound per ``IN (...)`` statement (and claims per insert), far below every
 #: dialect's bound-parameter limit. The one batch size of every chunked statement; a power
 #: of two, as statements over fewer ids are padded to one (``statements.padded``).
@@ -392,6 +397,7 @@ class Index:
         f = FAILURES.c
         self._any_failure = sa.select(f.id).where(f.table_name == sa.bindparam("t")).limit(1)
         self._immediate = self.dialect == "sqlite" and not self.memory
+        self._synced = time.monotonic()
         if schema is not None:
             self.builder = RecordBuilder(schema.model, schema.attrs)
             self._select_one = sa.select(*schema.columns).where(table.c.id == sa.bindparam("id"))
@@ -523,6 +529,7 @@ class Index:
                 self._record_failures(conn, clear, failures)
                 if also is not None:
                     also(conn)
+            self._sync_if_due()
             return []
         except _CAUGHT as exc:
             if not rows or not is_row_error(exc):
@@ -545,7 +552,27 @@ class Index:
             if also is not None:
                 also(conn)
         log.debug("%s refused %d of %d row(s)", name, len(rejected), len(rows))
+        self._sync_if_due()
         return rejected
+
+    def _sync_if_due(self) -> None:
+        """On an SQLite file, copy the log back (``SQLITE_SYNC_SECONDS`` apart at most).
+
+        A passive copy: it waits for no reader or writer, and copies what it can. A
+        copy that fails costs nothing but durability until the next one: the commits
+        are made, and SQLite copies the log itself once it reaches SQLITE_WAL_BYTES.
+        """
+        if not self._immediate:
+            return
+        now = time.monotonic()
+        if now - self._synced < SQLITE_SYNC_SECONDS:
+            return
+        self._synced = now
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sa.exc.DBAPIError as exc:
+            log.debug("%s: copying the SQLite log back failed: %s", self.shown_url, exc)
 
     def _write(
         self,
