@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -472,3 +473,157 @@ def test_deletes_by_id_take_sqlalchemy_s_path_when_a_value_needs_converting(
     finally:
         engine.dispose()
     assert left == ids[7:]
+
+
+# --- the look again after a claim -------------------------------------------------------------
+
+
+def test_a_change_mark_sees_every_writer_but_its_owner(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    with Store(_write, Kept, results_dir=tmp_path / "r", db_url=url) as store:
+        index = store._core.index
+        ours, theirs = "owner-ours", "owner-theirs"
+        insert = sa.insert(FAILURES.metadata.tables["entropic_claims"])
+
+        def claim_row(run_id: str, owner: str) -> dict[str, Any]:
+            now = utcnow()
+            return {
+                "table_name": "t",
+                "id": run_id,
+                "owner": owner,
+                "host": "h",
+                "pid": 1,
+                "claimed_at": now,
+                "heartbeat_at": now,
+            }
+
+        def unchanged(mark: Any) -> bool:
+            with index.begin_write(ours) as conn:
+                return index.unchanged_since(conn, mark, ours)
+
+        mark = index.change_mark()
+        assert mark is not None
+        assert unchanged(mark)
+        # The owner's own commits leave the mark standing...
+        with index.begin_write(ours) as conn:
+            conn.execute(insert, claim_row("a", ours))
+        assert unchanged(mark)
+        # ...another owner's, or one of nobody's, through the same engine do not...
+        with index.begin_write(theirs) as conn:
+            conn.execute(insert, claim_row("b", theirs))
+        assert not unchanged(mark)
+        mark = index.change_mark()
+        with index.begin_write() as conn:
+            conn.execute(insert, claim_row("c", theirs))
+        assert not unchanged(mark)
+        # ...nor another connection's (another process's), which the engine never sees.
+        mark = index.change_mark()
+        other = sa.create_engine(url)
+        with other.begin() as conn:
+            conn.execute(insert, claim_row("d", theirs))
+        other.dispose()
+        assert not unchanged(mark)
+        # A mark read on one connection says nothing of another, whatever its version.
+        mark = index.change_mark()
+        assert unchanged(mark)
+        assert not unchanged(mark._replace(driver=object()))
+        with store.engine.connect() as held:
+            assert held.connection.driver_connection is mark.driver
+            with index.begin_write(ours) as conn:  # the pool gives another connection
+                assert not index.unchanged_since(conn, mark, ours)
+
+
+def test_an_sqlite_file_s_pool_hands_out_the_connection_returned_last(tmp_path: Path) -> None:
+    # So that a sweep's claims find the connection its change mark was read on.
+    engine = create_engine(parse_db_url(f"sqlite:///{tmp_path / 'store.sqlite3'}"))
+    try:
+        with engine.connect() as first, engine.connect() as second:
+            drivers = [first.connection.driver_connection, second.connection.driver_connection]
+        # second went back first, then first: first comes out again, and again.
+        for _ in range(3):
+            with engine.connect() as again:
+                assert again.connection.driver_connection is drivers[0]
+    finally:
+        engine.dispose()
+
+
+def test_a_change_mark_is_none_where_it_cannot_tell(db_url: str, tmp_path: Path) -> None:
+    with Store(_write, Kept, results_dir=tmp_path / "r", db_url=db_url) as store:
+        index = store._core.index
+        mark = index.change_mark()
+        assert (mark is not None) == (db_url.startswith("sqlite:///"))
+        with index.begin_write("x") as conn:
+            assert not index.unchanged_since(conn, None, "x")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["sweep", "isweep"])
+def test_a_cold_sweep_on_a_quiet_sqlite_file_looks_its_points_up_once(
+    stream: bool, tmp_path: Path
+) -> None:
+    # Three claim rounds; nothing but the sweep writes: no look again after each claim.
+    points = [{"n": i, "x": 0.5, "name": "a"} for i in range(3 * entropic.sweep.CLAIM_RUNS)]
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    with Store(_write, Kept, results_dir=tmp_path / "r", db_url=url) as store:
+        lookups: list[str] = []
+
+        def spy(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+            if sql.lstrip().upper().startswith("SELECT") and Kept.__tablename__ in sql:
+                lookups.append(sql)
+
+        sa.event.listen(store.engine, "before_cursor_execute", spy)
+        records = list(store.isweep(points)) if stream else store.sweep(points)
+        assert len(records) == len(points)
+    # The plan's lookups only, ID_CHUNK ids each.
+    assert len(lookups) == -(-len(points) // 512)
+
+
+def _peer_stores_a_later_point(
+    how: str, store: Store[Any], later: dict[str, Any], runner: Any, tmp_path: Path, db_url: str
+) -> None:
+    if how == "another-store":  # its own engine: another connection, as another process has
+        with Store(runner, Kept, results_dir=tmp_path / "r", db_url=db_url) as peer:
+            peer.run_or_retrieve(later)
+    else:  # another thread of this process, through the sweeping store's own engine
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                store.run_or_retrieve(later)
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+        assert not errors
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["sweep", "isweep"])
+@pytest.mark.parametrize("how", ["another-store", "another-thread"])
+def test_a_point_a_peer_stores_during_a_sweep_is_taken_not_run_again(
+    how: str, stream: bool, shared_db_url: str, tmp_path: Path
+) -> None:
+    # The first point's run stores a point of a later claim round by another writer,
+    # after the sweep looked it up: the claim must see it, and not run it again.
+    points = [{"n": i, "x": 0.5, "name": "a"} for i in range(2 * entropic.sweep.CLAIM_RUNS)]
+    later = points[entropic.sweep.CLAIM_RUNS + 10]
+    later_id = hash_params(later)
+    calls: list[str] = []
+    holder: dict[str, Store[Any]] = {}
+
+    def runner(params: dict[str, Any]) -> None:
+        calls.append(params["id"])
+        if len(calls) == 1:
+            _peer_stores_a_later_point(how, holder["store"], later, runner, tmp_path, shared_db_url)
+        _write(params)
+
+    with Store(runner, Kept, results_dir=tmp_path / "r", db_url=shared_db_url) as store:
+        holder["store"] = store
+        records = list(store.isweep(points)) if stream else store.sweep(points)
+        stored = store.run_or_retrieve(later)
+    assert len(records) == len(points)
+    assert calls.count(later_id) == 1  # the peer's run only
+    assert len(calls) == len(points)
+    taken = {record.id: record for record in records}[later_id]
+    assert taken.created_at == stored.created_at
+    assert Path(taken.result_file).read_bytes() == b"x"

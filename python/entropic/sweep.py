@@ -30,6 +30,7 @@ from entropic._storage.claims import Claims
 from entropic._storage.codec import encode_line
 from entropic._storage.core import StoreCore, refused_message
 from entropic._storage.dispatch import check_client, dispatch
+from entropic._storage.index import ChangeMark
 from entropic._storage.journal import Journal
 from entropic._storage.owner import HOST
 from entropic._storage.schema import Point
@@ -83,6 +84,7 @@ def sweep(
     todo: dict[str, Point] = {}
     records: dict[str, Any] = {}
     total = missing = 0
+    mark = core.index.change_mark()  # before any lookup: see _Run._drop_done
     with _gc_paused():
         for chunk in _chunks(iter(params), INPUT_CHUNK):
             total += len(chunk)
@@ -94,6 +96,7 @@ def sweep(
     _say_lost(missing)
     cached = len(records)
     run = _Run(core, records, progress=progress, total=len(order))
+    run.mark = mark
     try:
         if todo:
             run.execute(todo, client, fallback=fallback)
@@ -146,6 +149,7 @@ def _stream(
     try:
         for chunk in _chunks(iter(params), INPUT_CHUNK):
             total += len(chunk)
+            run.mark = core.index.change_mark()  # before the chunk's lookups
             with _gc_paused():
                 fresh, todo, found, lost = _plan_chunk(core, chunk, seen)
             _say_lost(lost)
@@ -267,6 +271,8 @@ class _Run:
         self.records = records
         self.cached = len(records)
         self.claims = Claims(core.index, one_thread=True)
+        #: How the database stood before the lookups that made ``todo`` (None: unknown).
+        self.mark: ChangeMark | None = None
         self.journal = Journal(core.disk, self.claims.owner)
         self.failures: list[tuple[dict[str, Any], BaseException]] = []
         self.first_traceback = ""
@@ -333,12 +339,17 @@ class _Run:
         """Claim ``ids`` CLAIM_RUNS at a time, each when the caller asks for it: yields the
         won ids that still need a run; ids live peers hold are added to ``waiting``."""
         for i in range(0, len(ids), CLAIM_RUNS):
-            won, busy = self.claims.claim(ids[i : i + CLAIM_RUNS])
+            won, busy = self.claims.claim(ids[i : i + CLAIM_RUNS], since=self.mark)
             waiting.extend(busy)
-            yield self._drop_done(won)
+            yield self._drop_done(won, unchanged=self.claims.unchanged)
 
-    def _drop_done(self, won: list[str]) -> list[str]:
-        """Won ids that still need a run; those a peer persisted meanwhile become records."""
+    def _drop_done(self, won: list[str], *, unchanged: bool = False) -> list[str]:
+        """Won ids that still need a run; those a peer persisted meanwhile become records.
+
+        ``unchanged``: the claim found nothing but this sweep's own writes committed
+        since the lookups that put ``won`` in ``todo`` (``Index.unchanged_since``), so
+        no peer can have stored any of them, and they need no look again.
+        """
         if not self.claims.enabled or not won:
             return won
         if self.claims.taken_from:
@@ -346,6 +357,8 @@ class _Run:
             gone = self.claims.taken_from
             self.claims.taken_from = set()
             self.core.recovery.ingest_journals_of(gone)
+        elif unchanged:
+            return won
         done, _ = self.core.lookup(won)
         if not done:
             return won
@@ -494,7 +507,9 @@ class _Run:
         release.extend(self.release)
         if rows or failure_rows or release:
             core = self.core
-            refused = core.index.persist(rows, failure_rows, also=self.claims.releaser(release))
+            refused = core.index.persist(
+                rows, failure_rows, also=self.claims.releaser(release), owner=self.claims.owner
+            )
             if refused:
                 rows = self._refused(refused)
             self.journal.rotate()

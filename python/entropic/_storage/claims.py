@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from entropic._storage.index import ID_CHUNK, Index, insert_missing
+from entropic._storage.index import ID_CHUNK, ChangeMark, Index, insert_missing
 from entropic._storage.owner import (
     CLAIM_TTL_SECONDS,
     HOST,
@@ -85,6 +85,9 @@ class Claims:
         self.taken_from: set[str] = set()
         #: The live owner of each id the last ``claim`` found busy.
         self.holders: dict[str, str] = {}
+        #: Whether the last ``claim`` found nothing but this owner's own writes committed
+        #: since the mark it was given (``Index.unchanged_since``).
+        self.unchanged = False
         self._thread: threading.Thread | None = None
         c = CLAIMS.c
         self._select = sa.select(c.id, c.owner, c.heartbeat_at).where(
@@ -104,9 +107,16 @@ class Claims:
 
     # -- claiming --------------------------------------------------------------------------
 
-    def claim(self, ids: Sequence[str]) -> tuple[list[str], list[str]]:
-        """Claim ``ids``; return (won, held by a live peer). Stale claims are taken over."""
+    def claim(
+        self, ids: Sequence[str], since: ChangeMark | None = None
+    ) -> tuple[list[str], list[str]]:
+        """Claim ``ids``; return (won, held by a live peer). Stale claims are taken over.
+
+        With ``since``, ``unchanged`` tells afterwards whether anything but this
+        owner's own writes was committed between that mark and the claim.
+        """
         self.holders = {}
+        self.unchanged = False
         if not self.enabled or not ids:
             return list(ids), []
         self._claimed = True
@@ -115,7 +125,9 @@ class Claims:
         # inserts made in different orders.
         ordered = sorted(ids)
         won: list[str] = []
-        with self.index.begin_write() as conn:
+        with self.index.begin_write(self.owner) as conn:
+            if since is not None:
+                self.unchanged = self.index.unchanged_since(conn, since, self.owner)
             if self._marker is not None:
                 won.extend(self._insert_returning(conn, ordered, now))
             elif self._returning is not None:
@@ -245,7 +257,7 @@ class Claims:
             .values(owner=self.owner, host=HOST, pid=self._pid, claimed_at=now, heartbeat_at=now)
         )
         taken: list[str] = []
-        with self.index.begin_write() as conn:
+        with self.index.begin_write(self.owner) as conn:
             for run_id, owner in sorted(stale):
                 result = conn.execute(update, {"claim_id": run_id, "stale_owner": owner})
                 if result.rowcount == 1:
@@ -289,14 +301,14 @@ class Claims:
         """Drop this owner's claims on ``ids`` in a transaction of their own."""
         release = self.releaser(ids)
         if release is not None:
-            with self.index.begin_write() as conn:
+            with self.index.begin_write(self.owner) as conn:
                 release(conn)
 
     def release_all(self) -> None:
         """Drop every claim this sweep still holds (points it did not finish)."""
         if not self.enabled or not self._claimed:
             return
-        with self.index.begin_write() as conn:
+        with self.index.begin_write(self.owner) as conn:
             conn.execute(self._delete_all)
         self._held.clear()
 
@@ -326,7 +338,7 @@ class Claims:
         )
         while not self._stop.wait(interval):
             try:
-                with self.index.begin_write() as conn:
+                with self.index.begin_write(self.owner) as conn:
                     conn.execute(update, {"now": utcnow()})
             except Exception as exc:  # a missed beat is retried; the TTL allows several
                 log.warning("heartbeat of %s failed: %s", self.owner, exc)
@@ -335,3 +347,4 @@ class Claims:
         """Stop the heartbeat; claims this owner still holds are stale from now on."""
         self.stop_heartbeat()
         release_owner(self.owner)
+        self.index.forget_owner(self.owner)

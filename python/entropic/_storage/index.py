@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import numbers
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -40,6 +41,7 @@ from entropic.models import Base, CustomData, Failure, tracks_only_custom_data
 __all__ = [
     "ID_CHUNK",
     "SQLITE_BUSY_TIMEOUT_MS",
+    "ChangeMark",
     "Index",
     "RecordBuilder",
     "create_engine",
@@ -173,7 +175,11 @@ def create_engine(url: sa.URL) -> Engine:
             json_serializer=sqlite_json_bind,
             json_deserializer=loads,
         )
-    engine = sa.create_engine(url, json_serializer=sqlite_json_bind, json_deserializer=loads)
+    # Last in, first out: a thread that returns its connection gets the same one back,
+    # so that a sweep's reads and writes keep to one connection (Index.change_mark).
+    engine = sa.create_engine(
+        url, json_serializer=sqlite_json_bind, json_deserializer=loads, pool_use_lifo=True
+    )
     event.listen(engine, "connect", _sqlite_connect)
     return engine
 
@@ -367,6 +373,19 @@ class RecordBuilder:
 # -- the index -----------------------------------------------------------------------------
 
 
+class ChangeMark(NamedTuple):
+    """How an SQLite file stood when ``Index.change_mark`` looked (``Index.unchanged_since``)."""
+
+    #: The driver's connection it was read on.
+    driver: Any
+    #: Its ``PRAGMA data_version`` then, which changes when another connection commits.
+    version: int
+    #: The commits made through the Index's engine by then...
+    commits: int
+    #: ...and how many of them each owner made (``begin_write(owner=...)``).
+    own: dict[str, int]
+
+
 class Index:
     """The rows of one table in one database, through one engine per process.
 
@@ -398,6 +417,11 @@ class Index:
         self._any_failure = sa.select(f.id).where(f.table_name == sa.bindparam("t")).limit(1)
         self._immediate = self.dialect == "sqlite" and not self.memory
         self._synced = time.monotonic()
+        # Commits through the engine in this process, and each owner's (see change_mark).
+        self._commit_lock = threading.Lock()
+        self._commits = 0
+        self._own_commits: dict[str, int] = {}
+        self._writer = threading.local()
         if schema is not None:
             self.builder = RecordBuilder(schema.model, schema.attrs)
             self._select_one = sa.select(*schema.columns).where(table.c.id == sa.bindparam("id"))
@@ -423,6 +447,8 @@ class Index:
         self._pid = os.getpid()
         self._engine = engine
         self._compile_driver_statements(engine)
+        if self._immediate:
+            event.listen(engine, "commit", self._count_commit)
         if self.memory:
             # A new in-memory database (say, of an unpickled copy) starts empty.
             self.table.create(engine, checkfirst=True)
@@ -485,15 +511,74 @@ class Index:
                 raise
 
     @contextmanager
-    def begin_write(self) -> Iterator[Connection]:
-        """A write transaction; on an SQLite file it takes the write lock before anything else."""
-        with self.engine.begin() as conn:
-            if self._immediate:
-                # A deferred transaction that upgrades to writing later fails at once
-                # with SQLITE_BUSY when another process writes; IMMEDIATE waits for
-                # the lock (busy_timeout) instead. sqlite3's commit() ends it.
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            yield conn
+    def begin_write(self, owner: str | None = None) -> Iterator[Connection]:
+        """A write transaction; on an SQLite file it takes the write lock before anything else.
+
+        With ``owner`` (a sweep's claims owner), its commit counts as that owner's own
+        (see ``unchanged_since``): the caller vouches that it writes only claims and
+        rows of points that owner ran.
+        """
+        writer = self._writer
+        before = getattr(writer, "owner", None)
+        writer.owner = owner
+        try:
+            with self.engine.begin() as conn:
+                if self._immediate:
+                    # A deferred transaction that upgrades to writing later fails at once
+                    # with SQLITE_BUSY when another process writes; IMMEDIATE waits for
+                    # the lock (busy_timeout) instead. sqlite3's commit() ends it.
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                yield conn
+        finally:
+            writer.owner = before
+
+    # -- watching for other writers --------------------------------------------------------
+
+    def _count_commit(self, _conn: Connection) -> None:
+        owner = getattr(self._writer, "owner", None)
+        with self._commit_lock:
+            self._commits += 1
+            if owner is not None:
+                self._own_commits[owner] = self._own_commits.get(owner, 0) + 1
+
+    def change_mark(self) -> ChangeMark | None:
+        """How an SQLite file stands now, for ``unchanged_since``; None on other databases.
+
+        Taken before a sweep looks its points up, so that a claim can tell later
+        whether anything but the sweep's own writes could have changed what it found.
+        """
+        if not self._immediate:
+            return None
+        with self.engine.connect() as conn:
+            # The counts first: a commit after them is seen by them, whatever the version.
+            with self._commit_lock:
+                commits, own = self._commits, dict(self._own_commits)
+            driver = conn.connection.driver_connection
+            version = conn.exec_driver_sql("PRAGMA data_version").scalar_one()
+        return ChangeMark(driver, version, commits, own)
+
+    def unchanged_since(self, conn: Connection, mark: ChangeMark | None, owner: str) -> bool:
+        """Whether nothing but ``owner``'s own writes was committed since ``mark``.
+
+        Call it inside a write transaction (``begin_write``), whose lock keeps it
+        true until the commit. True only on the connection the mark was read on, when
+        its ``PRAGMA data_version`` (which another connection's commit, in any
+        process, changes) is the same, and when every commit made through this
+        engine since, by any thread, was ``owner``'s (``begin_write(owner=...)``).
+        False whenever it cannot tell.
+        """
+        if mark is None or conn.connection.driver_connection is not mark.driver:
+            return False
+        with self._commit_lock:
+            others = self._commits - self._own_commits.get(owner, 0)
+        if others != mark.commits - mark.own.get(owner, 0):
+            return False
+        return bool(conn.exec_driver_sql("PRAGMA data_version").scalar_one() == mark.version)
+
+    def forget_owner(self, owner: str) -> None:
+        """Drop the count of ``owner``'s commits (its sweep has ended)."""
+        with self._commit_lock:
+            self._own_commits.pop(owner, None)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -506,6 +591,7 @@ class Index:
         also: Callable[[Connection], None] | None = None,
         overwrite: bool = True,
         newer_only: bool = False,
+        owner: str | None = None,
     ) -> list[tuple[dict[str, Any], BaseException]]:
         """One transaction: write ``rows``, clear failure records, record ``failures``.
 
@@ -518,13 +604,13 @@ class Index:
 
         If the database refuses a row's values, the rows are written one by one,
         so one bad row never costs the others: the rows it refused are returned
-        with the error, and nothing of theirs is written.
+        with the error, and nothing of theirs is written. ``owner``: see ``begin_write``.
         """
         name = self.name
         clear = [row["id"] for row in rows] if clear_failures is None else list(clear_failures)
         clear.extend(failure["id"] for failure in failures)
         try:
-            with self.begin_write() as conn:
+            with self.begin_write(owner) as conn:
                 self._write(conn, rows, overwrite=overwrite, newer_only=newer_only)
                 self._record_failures(conn, clear, failures)
                 if also is not None:
@@ -538,7 +624,7 @@ class Index:
         rejected: list[tuple[dict[str, Any], BaseException]] = []
         for row in rows:
             try:
-                with self.begin_write() as conn:
+                with self.begin_write(owner) as conn:
                     self._write(conn, [row], overwrite=overwrite, newer_only=newer_only)
             except _CAUGHT as exc:
                 if not is_row_error(exc):
@@ -547,7 +633,7 @@ class Index:
         if not rejected:
             raise first  # the batch failed, yet every row alone went in: not a row's fault
         refused = {row["id"] for row, _ in rejected}
-        with self.begin_write() as conn:
+        with self.begin_write(owner) as conn:
             self._record_failures(conn, [i for i in clear if i not in refused], failures)
             if also is not None:
                 also(conn)
