@@ -11,7 +11,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 
 use super::dict::Entry;
-use super::walk::{is_leaf, Step, Walker};
+use super::walk::{float_value, is_leaf, Step, Walker};
 use crate::float::{write_round12_repr, write_short_round12, SHORT_REPR};
 use crate::MAX_DEPTH;
 
@@ -213,9 +213,7 @@ impl Walker<'_> {
             // SAFETY: `value` is a live leaf; `text` holds SHORT bytes.
             unsafe {
                 if ffi::Py_TYPE(value) == &raw mut ffi::PyFloat_Type {
-                    *len = s
-                        .floats
-                        .write_short(text.as_mut_ptr(), ffi::PyFloat_AsDouble(value));
+                    *len = s.floats.write_short(text.as_mut_ptr(), float_value(value));
                 }
             }
         }

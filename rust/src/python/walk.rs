@@ -50,6 +50,23 @@ pub(super) unsafe fn is_leaf(obj: *mut ffi::PyObject) -> bool {
         || obj == ffi::Py_None()
 }
 
+/// The double held by a float object (exact or subclass): `PyFloat_AS_DOUBLE`, which the
+/// limited API only offers as a call.
+///
+/// # Safety
+/// `obj` must be a live float (`PyFloat_Check`).
+#[inline(always)]
+pub(super) unsafe fn float_value(obj: *mut ffi::PyObject) -> f64 {
+    /// `PyFloatObject`: the object header, then the double.
+    #[repr(C)]
+    struct FloatObject {
+        ob_base: ffi::PyObject,
+        ob_fval: f64,
+    }
+    // SAFETY (caller): a float object starts with this layout.
+    unsafe { (*obj.cast::<FloatObject>()).ob_fval }
+}
+
 /// One walk over one or more parameter sets, holding the thread's scratch meanwhile.
 pub(super) struct Walker<'py> {
     pub(super) py: Python<'py>,
