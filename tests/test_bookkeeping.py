@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import os
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -22,7 +23,7 @@ import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.orm import mapped_column
+from sqlalchemy.orm import Session, mapped_column
 
 import entropic.sweep
 from entropic import Base, Mapped, Store
@@ -577,18 +578,71 @@ def test_a_cold_sweep_on_a_quiet_sqlite_file_looks_its_points_up_once(
     assert len(lookups) == -(-len(points) // 512)
 
 
-def _peer_stores_a_later_point(
-    how: str, store: Store[Any], later: dict[str, Any], runner: Any, tmp_path: Path, db_url: str
+#: Peers that store a point by running it, while a sweep runs.
+PEERS_RUNNING = {
+    "another-store": "a second Store on the file: another connection, as another process has",
+    "another-thread": "run_or_retrieve from another thread, through the sweep's own engine",
+    "forked-child": "run_or_retrieve in a forked child, which opens its own connections",
+}
+#: Writers that store a point's row by hand (SQLite's SQL), while a sweep runs.
+PEERS_BY_HAND = {
+    "raw-driver": "another thread's INSERT through the engine's raw driver connection",
+    "uncommitted-connect": "another thread's INSERT on engine.connect() without commit()",
+    "session-in-runner": "a Session on the sweep's own engine, in the sweep's own thread",
+}
+
+
+def _store_by_hand(store: Store[Any], later: dict[str, Any], how: str) -> None:
+    """Write ``later``'s result file and row directly, bypassing entropic's writes."""
+    run_id = hash_params(later)
+    path = Path(store.results_dir) / f"{run_id}.h5"
+    path.write_bytes(b"peer")
+    insert = (
+        f"INSERT INTO {Kept.__tablename__} (id, result_file, created_at, custom_data, n, x, name) "
+        "VALUES (?, ?, '2026-01-01 00:00:00.000000', '{}', ?, ?, ?)"
+    )
+    values = (run_id, str(path), later["n"], later["x"], later["name"])
+    if how == "raw-driver":
+        raw = store.engine.raw_connection()
+        try:
+            raw.cursor().execute(insert, values)
+            raw.commit()
+        finally:
+            raw.close()
+    elif how == "uncommitted-connect":
+        with store.engine.connect() as conn:
+            conn.exec_driver_sql(insert, values)  # sqlite3 commits it at once anyway
+    else:
+        with Session(store.engine) as session:
+            session.connection().exec_driver_sql(insert, values)
+            session.commit()
+
+
+def _peer_stores(
+    how: str, store: Store[Any], later: dict[str, Any], runner: Any, tmp_path: Path, url: str
 ) -> None:
-    if how == "another-store":  # its own engine: another connection, as another process has
-        with Store(runner, Kept, results_dir=tmp_path / "r", db_url=db_url) as peer:
+    if how == "another-store":
+        with Store(runner, Kept, results_dir=tmp_path / "r", db_url=url) as peer:
             peer.run_or_retrieve(later)
-    else:  # another thread of this process, through the sweeping store's own engine
+    elif how == "forked-child":
+        pid = os.fork()
+        if pid == 0:
+            try:
+                store.run_or_retrieve(later)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+    elif how == "session-in-runner":
+        _store_by_hand(store, later, how)
+    else:
         errors: list[BaseException] = []
 
         def run() -> None:
             try:
-                store.run_or_retrieve(later)
+                if how == "another-thread":
+                    store.run_or_retrieve(later)
+                else:
+                    _store_by_hand(store, later, how)
             except BaseException as exc:
                 errors.append(exc)
 
@@ -598,13 +652,10 @@ def _peer_stores_a_later_point(
         assert not errors
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["sweep", "isweep"])
-@pytest.mark.parametrize("how", ["another-store", "another-thread"])
-def test_a_point_a_peer_stores_during_a_sweep_is_taken_not_run_again(
-    how: str, stream: bool, shared_db_url: str, tmp_path: Path
-) -> None:
-    # The first point's run stores a point of a later claim round by another writer,
-    # after the sweep looked it up: the claim must see it, and not run it again.
+def _sweep_while_a_peer_stores(how: str, stream: bool, db_url: str, tmp_path: Path) -> bytes:
+    """A sweep whose first run has ``how`` store a point of its second claim round, after
+    the sweep looked it up: the claim must see it, and the sweep must not run it again.
+    Returns the content of that point's result file afterwards."""
     points = [{"n": i, "x": 0.5, "name": "a"} for i in range(2 * entropic.sweep.CLAIM_RUNS)]
     later = points[entropic.sweep.CLAIM_RUNS + 10]
     later_id = hash_params(later)
@@ -614,16 +665,68 @@ def test_a_point_a_peer_stores_during_a_sweep_is_taken_not_run_again(
     def runner(params: dict[str, Any]) -> None:
         calls.append(params["id"])
         if len(calls) == 1:
-            _peer_stores_a_later_point(how, holder["store"], later, runner, tmp_path, shared_db_url)
+            _peer_stores(how, holder["store"], later, runner, tmp_path, db_url)
         _write(params)
 
-    with Store(runner, Kept, results_dir=tmp_path / "r", db_url=shared_db_url) as store:
+    with Store(runner, Kept, results_dir=tmp_path / "r", file_suffix=".h5", db_url=db_url) as store:
         holder["store"] = store
         records = list(store.isweep(points)) if stream else store.sweep(points)
         stored = store.run_or_retrieve(later)
     assert len(records) == len(points)
-    assert calls.count(later_id) == 1  # the peer's run only
-    assert len(calls) == len(points)
+    # The peer's run only (a forked child's calls are in its own memory), or none.
+    assert calls.count(later_id) == (1 if how in ("another-store", "another-thread") else 0)
+    assert len(calls) == len(points) - 1 + calls.count(later_id)
     taken = {record.id: record for record in records}[later_id]
     assert taken.created_at == stored.created_at
-    assert Path(taken.result_file).read_bytes() == b"x"
+    return Path(taken.result_file).read_bytes()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["sweep", "isweep"])
+@pytest.mark.parametrize("how", list(PEERS_RUNNING))
+def test_a_point_a_peer_runs_during_a_sweep_is_taken_not_run_again(
+    how: str, stream: bool, shared_db_url: str, tmp_path: Path
+) -> None:
+    assert _sweep_while_a_peer_stores(how, stream, shared_db_url, tmp_path) == b"x"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["sweep", "isweep"])
+@pytest.mark.parametrize("how", list(PEERS_BY_HAND))
+def test_a_row_written_by_hand_during_a_sweep_is_taken_not_run_again(
+    how: str, stream: bool, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    assert _sweep_while_a_peer_stores(how, stream, url, tmp_path) == b"peer"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["sweep", "isweep"])
+def test_a_point_a_peer_stores_right_after_the_lookup_is_not_run_again(
+    stream: bool, tmp_path: Path
+) -> None:
+    # Just after the plan's first lookup, before any claim: the change mark must be
+    # older than the lookups it vouches for.
+    points = [{"n": i, "x": 0.5, "name": "a"} for i in range(2 * entropic.sweep.CLAIM_RUNS)]
+    later = points[entropic.sweep.CLAIM_RUNS + 10]
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    calls: list[str] = []
+
+    def runner(params: dict[str, Any]) -> None:
+        calls.append(params["id"])
+        _write(params)
+
+    with Store(runner, Kept, results_dir=tmp_path / "r", db_url=url) as store:
+        stored: list[Any] = []
+
+        def after(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+            lookup = sql.lstrip().upper().startswith("SELECT") and Kept.__tablename__ in sql
+            if lookup and not stored:
+                with Store(runner, Kept, results_dir=tmp_path / "r", db_url=url) as peer:
+                    stored.append(peer.run_or_retrieve(later))
+
+        sa.event.listen(store.engine, "after_cursor_execute", after)
+        records = list(store.isweep(points)) if stream else store.sweep(points)
+    assert stored
+    assert len(records) == len(points)
+    assert calls.count(hash_params(later)) == 1  # the peer's
+    assert {record.id: record for record in records}[stored[0].id].created_at == (
+        stored[0].created_at
+    )

@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import numbers
 import os
-import threading
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -380,9 +380,9 @@ class ChangeMark(NamedTuple):
     driver: Any
     #: Its ``PRAGMA data_version`` then, which changes when another connection commits.
     version: int
-    #: The commits made through the Index's engine by then...
-    commits: int
-    #: ...and how many of them each owner made (``begin_write(owner=...)``).
+    #: The rows changed through that connection by then (sqlite3's ``total_changes``)...
+    changes: int
+    #: ...and how many of them each owner changed (``begin_write(owner=...)``).
     own: dict[str, int]
 
 
@@ -417,11 +417,9 @@ class Index:
         self._any_failure = sa.select(f.id).where(f.table_name == sa.bindparam("t")).limit(1)
         self._immediate = self.dialect == "sqlite" and not self.memory
         self._synced = time.monotonic()
-        # Commits through the engine in this process, and each owner's (see change_mark).
-        self._commit_lock = threading.Lock()
-        self._commits = 0
-        self._own_commits: dict[str, int] = {}
-        self._writer = threading.local()
+        # The rows each owner changed through each driver connection (see change_mark),
+        # by id of the connection: only the thread holding it adds to its counts.
+        self._own_changes: dict[int, dict[str, int]] = {}
         if schema is not None:
             self.builder = RecordBuilder(schema.model, schema.attrs)
             self._select_one = sa.select(*schema.columns).where(table.c.id == sa.bindparam("id"))
@@ -447,8 +445,6 @@ class Index:
         self._pid = os.getpid()
         self._engine = engine
         self._compile_driver_statements(engine)
-        if self._immediate:
-            event.listen(engine, "commit", self._count_commit)
         if self.memory:
             # A new in-memory database (say, of an unpickled copy) starts empty.
             self.table.create(engine, checkfirst=True)
@@ -514,32 +510,34 @@ class Index:
     def begin_write(self, owner: str | None = None) -> Iterator[Connection]:
         """A write transaction; on an SQLite file it takes the write lock before anything else.
 
-        With ``owner`` (a sweep's claims owner), its commit counts as that owner's own
-        (see ``unchanged_since``): the caller vouches that it writes only claims and
-        rows of points that owner ran.
+        With ``owner`` (a sweep's claims owner), the rows it changes count as that
+        owner's own (see ``unchanged_since``): the caller vouches that it writes only
+        claims and rows of points that owner ran.
         """
-        writer = self._writer
-        before = getattr(writer, "owner", None)
-        writer.owner = owner
-        try:
-            with self.engine.begin() as conn:
-                if self._immediate:
-                    # A deferred transaction that upgrades to writing later fails at once
-                    # with SQLITE_BUSY when another process writes; IMMEDIATE waits for
-                    # the lock (busy_timeout) instead. sqlite3's commit() ends it.
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+        with self.engine.begin() as conn:
+            if not self._immediate:
                 yield conn
-        finally:
-            writer.owner = before
+                return
+            # A deferred transaction that upgrades to writing later fails at once
+            # with SQLITE_BUSY when another process writes; IMMEDIATE waits for
+            # the lock (busy_timeout) instead. sqlite3's commit() ends it.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            if owner is None:
+                yield conn
+                return
+            driver: Any = conn.connection.driver_connection
+            start = driver.total_changes
+            try:
+                yield conn
+            finally:
+                # Still held: no other thread counts for this connection meanwhile. A
+                # connection closed under us is never handed out again: nothing to count.
+                with suppress(sqlite3.Error):
+                    changed = driver.total_changes - start
+                    own = self._own_changes.setdefault(id(driver), {})
+                    own[owner] = own.get(owner, 0) + changed
 
     # -- watching for other writers --------------------------------------------------------
-
-    def _count_commit(self, _conn: Connection) -> None:
-        owner = getattr(self._writer, "owner", None)
-        with self._commit_lock:
-            self._commits += 1
-            if owner is not None:
-                self._own_commits[owner] = self._own_commits.get(owner, 0) + 1
 
     def change_mark(self) -> ChangeMark | None:
         """How an SQLite file stands now, for ``unchanged_since``; None on other databases.
@@ -550,35 +548,38 @@ class Index:
         if not self._immediate:
             return None
         with self.engine.connect() as conn:
-            # The counts first: a commit after them is seen by them, whatever the version.
-            with self._commit_lock:
-                commits, own = self._commits, dict(self._own_commits)
-            driver = conn.connection.driver_connection
+            driver: Any = conn.connection.driver_connection
+            own = dict(self._own_changes.get(id(driver), {}))
+            changes = driver.total_changes
             version = conn.exec_driver_sql("PRAGMA data_version").scalar_one()
-        return ChangeMark(driver, version, commits, own)
+        return ChangeMark(driver, version, changes, own)
 
     def unchanged_since(self, conn: Connection, mark: ChangeMark | None, owner: str) -> bool:
         """Whether nothing but ``owner``'s own writes was committed since ``mark``.
 
         Call it inside a write transaction (``begin_write``), whose lock keeps it
         true until the commit. True only on the connection the mark was read on, when
-        its ``PRAGMA data_version`` (which another connection's commit, in any
-        process, changes) is the same, and when every commit made through this
-        engine since, by any thread, was ``owner``'s (``begin_write(owner=...)``).
-        False whenever it cannot tell.
+        its ``PRAGMA data_version`` (which a commit on any other connection, in any
+        process, changes) is the same, and when every row changed through that
+        connection since (its ``total_changes``, which counts what any thread, a
+        Session or the raw driver changed, committed or not) was changed by
+        ``owner``'s own writes (``begin_write(owner=...)``). False whenever it
+        cannot tell.
         """
-        if mark is None or conn.connection.driver_connection is not mark.driver:
+        if mark is None:
             return False
-        with self._commit_lock:
-            others = self._commits - self._own_commits.get(owner, 0)
-        if others != mark.commits - mark.own.get(owner, 0):
+        driver: Any = conn.connection.driver_connection
+        if driver is not mark.driver:
+            return False
+        own = self._own_changes.get(id(driver), {}).get(owner, 0) - mark.own.get(owner, 0)
+        if driver.total_changes - mark.changes != own:
             return False
         return bool(conn.exec_driver_sql("PRAGMA data_version").scalar_one() == mark.version)
 
     def forget_owner(self, owner: str) -> None:
-        """Drop the count of ``owner``'s commits (its sweep has ended)."""
-        with self._commit_lock:
-            self._own_commits.pop(owner, None)
+        """Drop the counts of ``owner``'s changes (its sweep has ended)."""
+        for own in list(self._own_changes.values()):
+            own.pop(owner, None)
 
     # -- writing ---------------------------------------------------------------------------
 
