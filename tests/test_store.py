@@ -170,8 +170,8 @@ def test_sqlite_file_uses_wal_a_busy_timeout_and_a_large_page_cache(tmp_path: Pa
     ):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 10_000
-        # Negative: KiB. Larger than SQLite's 2 MiB default, bounded (64 MiB).
-        assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -65536
+        # Negative: KiB. Larger than SQLite's 2 MiB default, bounded (32 MiB).
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -32768
         # The log is copied back every 128 MiB (SQLite's default: 1000 pages, 4 MiB).
         page_size = conn.exec_driver_sql("PRAGMA page_size").scalar()
         assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() * page_size == 2**27

@@ -62,7 +62,8 @@ log = logging.getLogger("entropic")
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 #: Pages an SQLite connection keeps in memory, in KiB (SQLite's default is 2 MiB): a
 #: sweep's lookups by id land all over the file, which a small cache reads again and again.
-SQLITE_CACHE_KIB = 65_536
+#: A sweep keeps to one connection, whose cache fills up to this.
+SQLITE_CACHE_KIB = 32_768
 #: How much the write-ahead log of an SQLite file may hold before its pages are copied
 #: back into the database file, in bytes (SQLite's default is 1000 pages, 4 MiB): a
 #: batch of a large sweep touches pages all over the id index, and each copy ends with
