@@ -29,7 +29,13 @@ import entropic.sweep
 from entropic import Base, Mapped, Store
 from entropic._storage.codec import encode_any_line, encode_line
 from entropic._storage.columns import json_default, json_value
-from entropic._storage.index import create_engine, parse_db_url, sqlite_json_bind, upsert
+from entropic._storage.index import (
+    ID_CHUNK,
+    create_engine,
+    parse_db_url,
+    sqlite_json_bind,
+    upsert,
+)
 from entropic._storage.schema import Schema
 from entropic._storage.statements import (
     SQLITE_DATETIME_FORMAT,
@@ -479,6 +485,11 @@ def test_deletes_by_id_take_sqlalchemy_s_path_when_a_value_needs_converting(
 # --- the look again after a claim -------------------------------------------------------------
 
 
+def _claim_rounds(rounds: int) -> list[dict[str, Any]]:
+    """Points enough for ``rounds`` claim rounds of a sweep."""
+    return [{"n": i, "x": 0.5, "name": "a"} for i in range(rounds * entropic.sweep.CLAIM_RUNS)]
+
+
 def test_a_change_mark_sees_every_writer_but_its_owner(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
     with Store(_write, Kept, results_dir=tmp_path / "r", db_url=url) as store:
@@ -562,7 +573,7 @@ def test_a_cold_sweep_on_a_quiet_sqlite_file_looks_its_points_up_once(
     stream: bool, tmp_path: Path
 ) -> None:
     # Three claim rounds; nothing but the sweep writes: no look again after each claim.
-    points = [{"n": i, "x": 0.5, "name": "a"} for i in range(3 * entropic.sweep.CLAIM_RUNS)]
+    points = _claim_rounds(3)
     url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
     with Store(_write, Kept, results_dir=tmp_path / "r", db_url=url) as store:
         lookups: list[str] = []
@@ -575,7 +586,7 @@ def test_a_cold_sweep_on_a_quiet_sqlite_file_looks_its_points_up_once(
         records = list(store.isweep(points)) if stream else store.sweep(points)
         assert len(records) == len(points)
     # The plan's lookups only, ID_CHUNK ids each.
-    assert len(lookups) == -(-len(points) // 512)
+    assert len(lookups) == -(-len(points) // ID_CHUNK)
 
 
 #: Peers that store a point by running it, while a sweep runs.
@@ -656,7 +667,7 @@ def _sweep_while_a_peer_stores(how: str, stream: bool, db_url: str, tmp_path: Pa
     """A sweep whose first run has ``how`` store a point of its second claim round, after
     the sweep looked it up: the claim must see it, and the sweep must not run it again.
     Returns the content of that point's result file afterwards."""
-    points = [{"n": i, "x": 0.5, "name": "a"} for i in range(2 * entropic.sweep.CLAIM_RUNS)]
+    points = _claim_rounds(2)
     later = points[entropic.sweep.CLAIM_RUNS + 10]
     later_id = hash_params(later)
     calls: list[str] = []
@@ -704,7 +715,7 @@ def test_a_point_a_peer_stores_right_after_the_lookup_is_not_run_again(
 ) -> None:
     # Just after the plan's first lookup, before any claim: the change mark must be
     # older than the lookups it vouches for.
-    points = [{"n": i, "x": 0.5, "name": "a"} for i in range(2 * entropic.sweep.CLAIM_RUNS)]
+    points = _claim_rounds(2)
     later = points[entropic.sweep.CLAIM_RUNS + 10]
     url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
     calls: list[str] = []

@@ -374,6 +374,11 @@ class RecordBuilder:
 # -- the index -----------------------------------------------------------------------------
 
 
+def _driver(conn: Connection) -> Any:
+    """The driver's own connection under ``conn`` (sqlite3's, on an SQLite file)."""
+    return conn.connection.driver_connection
+
+
 class ChangeMark(NamedTuple):
     """How an SQLite file stood when ``Index.change_mark`` looked (``Index.unchanged_since``)."""
 
@@ -526,7 +531,7 @@ class Index:
             if owner is None:
                 yield conn
                 return
-            driver: Any = conn.connection.driver_connection
+            driver = _driver(conn)
             start = driver.total_changes
             try:
                 yield conn
@@ -549,7 +554,7 @@ class Index:
         if not self._immediate:
             return None
         with self.engine.connect() as conn:
-            driver: Any = conn.connection.driver_connection
+            driver = _driver(conn)
             own = dict(self._own_changes.get(id(driver), {}))
             changes = driver.total_changes
             version = conn.exec_driver_sql("PRAGMA data_version").scalar_one()
@@ -569,7 +574,7 @@ class Index:
         """
         if mark is None:
             return False
-        driver: Any = conn.connection.driver_connection
+        driver = _driver(conn)
         if driver is not mark.driver:
             return False
         own = self._own_changes.get(id(driver), {}).get(owner, 0) - mark.own.get(owner, 0)
