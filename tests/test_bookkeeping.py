@@ -14,6 +14,7 @@ import json
 import math
 import os
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session, mapped_column
 
+import entropic._storage.claims
 import entropic.sweep
 from entropic import Base, Mapped, Store
 from entropic._storage.codec import encode_any_line, encode_line
@@ -587,6 +589,80 @@ def test_a_cold_sweep_on_a_quiet_sqlite_file_looks_its_points_up_once(
         assert len(records) == len(points)
     # The plan's lookups only, ID_CHUNK ids each.
     assert len(lookups) == -(-len(points) // ID_CHUNK)
+
+
+def _heartbeats(engine: sa.Engine) -> list[str]:
+    """The names of the threads that refresh claims' heartbeats on ``engine``, as they do."""
+    beats: list[str] = []
+
+    def spy(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        if sql.lstrip().upper().startswith("UPDATE") and "heartbeat_at" in sql:
+            beats.append(threading.current_thread().name)
+
+    sa.event.listen(engine, "before_cursor_execute", spy)
+    return beats
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["sweep", "isweep"])
+def test_a_sweep_refreshes_its_heartbeat_in_its_own_writes(
+    stream: bool, shared_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sweep that claims every quarter second, with a one-second heartbeat: the sweep
+    # refreshes it in its claims, and the background thread never writes. Its write
+    # would take a second connection whenever the sweep holds the first, and after
+    # that the sweep would look its points up again after every claim.
+    monkeypatch.setattr(entropic._storage.claims, "HEARTBEAT_SECONDS", 1.0)
+    points = _claim_rounds(10)
+
+    def slow(params: dict[str, Any]) -> None:
+        time.sleep(0.001)
+        _write(params)
+
+    with Store(slow, Kept, results_dir=tmp_path / "r", db_url=shared_db_url) as store:
+        beats = _heartbeats(store.engine)
+        lookups: list[str] = []
+
+        def spy(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+            if sql.lstrip().upper().startswith("SELECT") and Kept.__tablename__ in sql:
+                lookups.append(sql)
+
+        sa.event.listen(store.engine, "before_cursor_execute", spy)
+        began = time.monotonic()
+        records = list(store.isweep(points)) if stream else store.sweep(points)
+        took = time.monotonic() - began
+        assert len(records) == len(points)
+    assert took > 2.5  # 2,560 points of a millisecond: the sweep ran long enough to beat
+    assert beats, "the heartbeat was never refreshed"
+    assert set(beats) == {threading.current_thread().name}
+    if shared_db_url.startswith("sqlite:"):
+        assert len(lookups) == -(-len(points) // ID_CHUNK)
+
+
+def test_a_slow_point_still_has_its_claims_heartbeat_refreshed(
+    shared_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A point that runs for several heartbeat intervals commits nothing meanwhile: the
+    # background thread refreshes the claims, so no peer on another host takes them.
+    monkeypatch.setattr(entropic._storage.claims, "HEARTBEAT_SECONDS", 0.2)
+    seen: list[tuple[datetime, datetime]] = []
+
+    def slow(params: dict[str, Any]) -> None:
+        time.sleep(0.8)
+        other = sa.create_engine(shared_db_url)
+        try:
+            with other.connect() as conn:
+                seen.extend(conn.execute(sa.select(CLAIMS.c.claimed_at, CLAIMS.c.heartbeat_at)))
+        finally:
+            other.dispose()
+        _write(params)
+
+    with Store(slow, Kept, results_dir=tmp_path / "r", db_url=shared_db_url) as store:
+        beats = _heartbeats(store.engine)
+        store.sweep([{"n": 1, "x": 0.5, "name": "a"}, {"n": 2, "x": 0.5, "name": "a"}])
+    assert "entropic-heartbeat" in beats
+    assert seen
+    for claimed_at, heartbeat_at in seen:
+        assert heartbeat_at - claimed_at >= timedelta(seconds=0.2)
 
 
 #: Peers that store a point by running it, while a sweep runs.

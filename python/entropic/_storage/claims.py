@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -40,6 +41,11 @@ from entropic.models import utcnow
 __all__ = ["Claims"]
 
 log = logging.getLogger("entropic")
+
+#: How often the claims of a sweep have their heartbeat refreshed: a quarter of the TTL,
+#: at most 5 s. The sweep refreshes it in the transactions it commits anyway; a
+#: background thread does it only when the sweep has not for this long.
+HEARTBEAT_SECONDS = min(5.0, CLAIM_TTL_SECONDS / 4)
 
 
 def _has_returning(engine: sa.Engine) -> bool:
@@ -89,7 +95,14 @@ class Claims:
         #: since the mark it was given (``Index.unchanged_since``).
         self.unchanged = False
         self._thread: threading.Thread | None = None
+        #: When this owner's heartbeat was last refreshed (``time.monotonic``).
+        self._last_beat = time.monotonic()
         c = CLAIMS.c
+        self._refresh = (
+            sa.update(CLAIMS)
+            .where(c.table_name == self.table_name, c.owner == self.owner)
+            .values(heartbeat_at=sa.bindparam("now"))
+        )
         self._select = sa.select(c.id, c.owner, c.heartbeat_at).where(
             c.table_name == self.table_name, c.id.in_(sa.bindparam("ids", expanding=True))
         )
@@ -137,6 +150,7 @@ class Claims:
                 conn.execute(self._insert, self._values(ordered, now))
             else:
                 self._insert_one_by_one(conn, self._values(ordered, now))
+            self.refresh_if_due(conn)
         ours = set(won)
         check = [run_id for run_id in ids if run_id not in ours]
         busy: list[str] = []
@@ -268,7 +282,8 @@ class Claims:
         return taken
 
     def releaser(self, ids: list[str]) -> Callable[[Connection], None] | None:
-        """A function deleting this owner's claims on ``ids`` inside a caller's transaction.
+        """A function deleting this owner's claims on ``ids`` inside a caller's transaction
+        (and refreshing the heartbeat of the others there when it is due).
 
         When one thread claims (``one_thread``) and ``ids`` are all this owner still
         holds (a sweep's batch that finished every claim it made), one statement
@@ -289,6 +304,7 @@ class Claims:
         def release(conn: Connection) -> None:
             for i in range(0, len(ids), ID_CHUNK):
                 self._delete.execute(conn, ids[i : i + ID_CHUNK], self._delete_values)
+            self.refresh_if_due(conn)
 
         return release
 
@@ -328,18 +344,32 @@ class Claims:
             self._thread.join()
             self._thread = None
 
+    def refresh_if_due(self, conn: Connection) -> None:
+        """Refresh this owner's heartbeat inside the caller's transaction, if half an
+        interval has passed since the last refresh.
+
+        A sweep does this in the claims and batches it commits anyway, so that its
+        background thread stays idle: that thread's write would take a connection of its
+        own while the sweep holds one, and a sweep that has written on two connections
+        can no longer tell its own writes from a peer's (``Index.unchanged_since``).
+        """
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._last_beat >= HEARTBEAT_SECONDS / 2:
+            conn.execute(self._refresh, {"now": utcnow()})
+            self._last_beat = now
+
     def _beat(self) -> None:
-        interval = min(5.0, CLAIM_TTL_SECONDS / 4)
-        c = CLAIMS.c
-        update = (
-            sa.update(CLAIMS)
-            .where(c.table_name == self.table_name, c.owner == self.owner)
-            .values(heartbeat_at=sa.bindparam("now"))
-        )
-        while not self._stop.wait(interval):
+        # Wakes every half interval; refreshes only when nobody has for a whole one,
+        # so the heartbeat is never more than one and a half intervals old.
+        while not self._stop.wait(HEARTBEAT_SECONDS / 2):
+            if time.monotonic() - self._last_beat < HEARTBEAT_SECONDS:
+                continue
             try:
                 with self.index.begin_write(self.owner) as conn:
-                    conn.execute(update, {"now": utcnow()})
+                    conn.execute(self._refresh, {"now": utcnow()})
+                self._last_beat = time.monotonic()
             except Exception as exc:  # a missed beat is retried; the TTL allows several
                 log.warning("heartbeat of %s failed: %s", self.owner, exc)
 
