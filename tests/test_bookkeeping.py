@@ -230,6 +230,51 @@ def test_a_sweep_clears_old_failures_and_its_claims_in_every_chunk(
             assert failures == 0
 
 
+#: Ids of every shape a claim may hold (explicit ids are any safe file stem).
+ODD_IDS = [
+    "plain",
+    'with "quotes"',
+    "with 'apostrophes'",
+    "spaces and\ttabs",
+    "ünïcödé",
+    "🙂",
+    "[1]",
+    "{}",
+]
+
+
+@pytest.mark.parametrize("way", ["one-array", "row-by-row"])
+def test_claims_go_to_one_owner_each_whichever_way_they_are_inserted(
+    way: str, shared_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The ids as one array parameter where the database takes it (PostgreSQL, SQLite
+    # with JSON), else a row of parameters per claim: both give the same claims.
+    from entropic._storage.claims import Claims
+
+    if way == "row-by-row":
+        monkeypatch.setattr(entropic._storage.claims, "_array_insert", lambda engine: None)
+    with Store(_write, Kept, results_dir=tmp_path / "r", db_url=shared_db_url) as store:
+        index = store._core.index
+        mine, theirs = Claims(index), Claims(index)
+        assert (mine._from_array is not None) == (way == "one-array")
+        hexes = [f"{i:016x}" for i in range(300)]
+        assert mine.claim(hexes[:200] + ODD_IDS[:4]) == (hexes[:200] + ODD_IDS[:4], [])
+        # The overlap stays with its first owner; the rest, odd ids too, go to the second.
+        asked = ODD_IDS[2:] + hexes[100:]
+        won, busy = theirs.claim(asked)
+        assert won == ODD_IDS[4:] + hexes[200:]
+        assert busy == ODD_IDS[2:4] + hexes[100:200]
+        with store.engine.connect() as conn:
+            c = CLAIMS.c
+            held = dict(conn.execute(sa.select(c.id, c.owner)).all())
+        assert held == {
+            **{i: mine.owner for i in hexes[:200] + ODD_IDS[:4]},
+            **{i: theirs.owner for i in ODD_IDS[4:] + hexes[200:]},
+        }
+        mine.close()
+        theirs.close()
+
+
 def test_releasing_claims_leaves_other_owners_and_tables_alone(
     shared_db_url: str, tmp_path: Path
 ) -> None:

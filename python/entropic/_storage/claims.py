@@ -10,15 +10,20 @@ is stale and is taken over with a compare-and-set UPDATE.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 
 from entropic._storage.index import ID_CHUNK, ChangeMark, Index, insert_missing
@@ -29,12 +34,7 @@ from entropic._storage.owner import (
     owner_alive,
     release_owner,
 )
-from entropic._storage.statements import (
-    DriverIds,
-    bind_processor,
-    placeholder,
-    wrap_value_error,
-)
+from entropic._storage.statements import DriverIds
 from entropic._storage.tables import CLAIMS
 from entropic.models import utcnow
 
@@ -57,6 +57,58 @@ def _has_returning(engine: sa.Engine) -> bool:
     return bool(getattr(engine.dialect, "insert_executemany_returning", False))
 
 
+@cache
+def _sqlite_has_json_each() -> bool:
+    """Whether the sqlite3 module's SQLite has the table-valued function ``json_each``."""
+    try:
+        with sqlite3.connect(":memory:") as conn:
+            conn.execute("SELECT value FROM json_each('[1]')").fetchall()
+    except sqlite3.Error:
+        return False
+    return True
+
+
+#: The claim columns given once per statement (all but the id).
+_SHARED_COLUMNS = [column.name for column in CLAIMS.columns if column.name != "id"]
+
+
+def _array_insert(engine: sa.Engine) -> Any | None:
+    """``INSERT ... SELECT`` of one claim per id of one array parameter, skipping ids
+    claimed already and returning the ids inserted; None where the database cannot.
+
+    PostgreSQL takes the ids as an array (``unnest``); SQLite (3.35 and later, with
+    JSON) as the JSON text of a list (``json_each``). One statement, eight
+    parameters, whatever the number of claims.
+    """
+    dialect = engine.dialect
+    if dialect.name == "postgresql":
+        source = sa.func.unnest(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String)))
+        insert: Any = postgresql.insert
+    elif (
+        dialect.name == "sqlite"
+        and dialect.driver == "pysqlite"
+        and _has_returning(engine)
+        and _sqlite_has_json_each()
+    ):
+        source = sa.func.json_each(sa.bindparam("ids", type_=sa.String))
+        insert = sqlite_dialect.insert
+    else:
+        return None
+    ids = source.table_valued("value")
+    if dialect.name == "postgresql":
+        ids = ids.render_derived(name="claimed")  # unnest(...) AS claimed(value)
+    shared = [sa.bindparam(name, type_=CLAIMS.c[name].type) for name in _SHARED_COLUMNS]
+    # SQLite needs a WHERE to tell the upsert's ON CONFLICT from a join's ON.
+    select = sa.select(*shared, ids.c.value).select_from(ids).where(sa.true())
+    c = CLAIMS.c
+    return (
+        insert(CLAIMS)
+        .from_select([*_SHARED_COLUMNS, "id"], select)
+        .on_conflict_do_nothing(index_elements=[c.table_name, c.id])
+        .returning(c.id)
+    )
+
+
 class Claims:
     """The claims of one sweep in one process (a no-op when no other process can see the store)."""
 
@@ -77,11 +129,9 @@ class Claims:
             self._returning = self._insert.returning(CLAIMS.c.id).execution_options(
                 insertmanyvalues_page_size=rows
             )
-        self._driver_sql: dict[int, str] = {}
-        dialect = index.engine.dialect
-        self._marker = placeholder(dialect) if self._returning is not None else None
-        #: The bind conversion of each claims column on the driver path.
-        self._processors = [bind_processor(column.type, dialect) for column in CLAIMS.columns]
+        self._from_array = _array_insert(index.engine) if index.shared else None
+        #: Whether ids go to the database as one JSON text (SQLite) or as an array.
+        self._ids_as_json = index.dialect == "sqlite"
         self._stop = threading.Event()
         #: Whether this owner has tried to claim anything (else it holds no claim to drop).
         self._claimed = False
@@ -111,7 +161,7 @@ class Claims:
                 c.table_name == sa.bindparam("t"), c.owner == sa.bindparam("o"), ids
             ),
             c.id,
-            dialect,
+            index.engine.dialect,
         )
         self._delete_values = {"t": self.table_name, "o": self.owner}
         self._delete_all = sa.delete(CLAIMS).where(
@@ -141,8 +191,8 @@ class Claims:
         with self.index.begin_write(self.owner) as conn:
             if since is not None:
                 self.unchanged = self.index.unchanged_since(conn, since, self.owner)
-            if self._marker is not None:
-                won.extend(self._insert_returning(conn, ordered, now))
+            if self._from_array is not None:
+                won.extend(self._insert_array(conn, ordered, now))
             elif self._returning is not None:
                 # The insert itself tells which claims are ours (RETURNING skips conflicts).
                 won.extend(conn.execute(self._returning, self._values(ordered, now)).scalars())
@@ -199,56 +249,13 @@ class Claims:
         shared = self._shared(now)
         return [{**shared, "id": run_id} for run_id in ids]
 
-    #: Claims per multi-row INSERT on the driver path (7 parameters each, under 900).
-    _PAGE = 128
-
-    def _insert_returning(self, conn: Connection, ids: list[str], now: datetime) -> list[str]:
-        """One multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` per page of ids,
-        with the driver's own parameters (each value as SQLAlchemy would bind it)."""
-        dialect = conn.dialect
-        shared = self._shared(now)
-        row: list[Any] = []
-        at = -1
-        id_processor = None
-        for i, (column, processor) in enumerate(zip(CLAIMS.columns, self._processors, strict=True)):
-            if column.key == "id":
-                at, id_processor = i, processor
-                row.append(None)
-                continue
-            value = shared[column.key]
-            try:
-                row.append(value if processor is None else processor(value))
-            except (TypeError, ValueError) as exc:
-                raise wrap_value_error(exc, "claims") from exc
-        if id_processor is not None:
-            ids = [id_processor(run_id) for run_id in ids]
-        width = len(row)
-        won: list[str] = []
-        for start in range(0, len(ids), self._PAGE):
-            page = ids[start : start + self._PAGE]
-            # The shared values once per claim, then each claim's id in its place.
-            flat = row * len(page)
-            flat[at::width] = page
-            sql = self._page_sql(dialect, len(page))
-            won.extend([found[0] for found in conn.exec_driver_sql(sql, tuple(flat)).fetchall()])
-        return won
-
-    def _page_sql(self, dialect: sa.Dialect, count: int) -> str:
-        sql = self._driver_sql.get(count)
-        if sql is None:
-            quote = dialect.identifier_preparer.quote
-            names = [quote(column.name) for column in CLAIMS.columns]
-            marker = self._marker
-            assert marker is not None
-            one = "(" + ", ".join([marker] * len(names)) + ")"
-            keys = ", ".join(quote(column.name) for column in CLAIMS.primary_key.columns)
-            sql = (
-                f"INSERT INTO {dialect.identifier_preparer.format_table(CLAIMS)} "
-                f"({', '.join(names)}) VALUES {', '.join([one] * count)} "
-                f"ON CONFLICT ({keys}) DO NOTHING RETURNING {quote(CLAIMS.c.id.name)}"
-            )
-            self._driver_sql[count] = sql
-        return sql
+    def _insert_array(self, conn: Connection, ids: list[str], now: datetime) -> list[str]:
+        """Claim ``ids`` with one statement (``_array_insert``); return the ids won."""
+        statement = self._from_array
+        assert statement is not None
+        values = self._shared(now)
+        values["ids"] = json.dumps(ids, ensure_ascii=False) if self._ids_as_json else ids
+        return list(conn.execute(statement, values).scalars())
 
     def _insert_one_by_one(self, conn: Connection, values: list[dict[str, Any]]) -> None:
         for value in values:
