@@ -1,28 +1,96 @@
 //! JSON output pieces exactly as Python's `json.dumps(..., ensure_ascii=True)` writes them.
 
+use std::ptr;
+
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+const DIGIT_PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819202122232425262728293031323334353637383940414243444546474849\
+    5051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
+
+/// Longest text [`write_i64_at`] writes (`-9223372036854775808`).
+pub const I64_TEXT: usize = 20;
+
 /// Append the decimal digits of `n`.
-pub fn write_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+pub fn write_u64(out: &mut Vec<u8>, n: u64) {
+    out.reserve(I64_TEXT);
+    // SAFETY: I64_TEXT bytes are reserved past len; len only covers the bytes written.
+    unsafe {
+        let start = out.len();
+        let written = write_u64_at(out.as_mut_ptr().add(start), n);
+        out.set_len(start + written);
+    }
+}
+
+/// The number of decimal digits of `n`.
+#[inline(always)]
+fn digit_count(n: u64) -> usize {
+    // floor(log10(n)) from the bit length (an underestimate by at most one), then fixed
+    // by one comparison.
+    const POWERS: [u64; 20] = {
+        let mut p = [1u64; 20];
+        let mut i = 1;
+        while i < 20 {
+            p[i] = p[i - 1] * 10;
+            i += 1;
+        }
+        p
+    };
+    let n = n | 1; // zero has one digit, as one does
+    let bits = 64 - n.leading_zeros() as usize;
+    // bits * 1233 >> 12 approximates bits * log10(2) from below (as in "Bit Twiddling Hacks").
+    let guess = (bits * 1233) >> 12;
+    guess + usize::from(n >= POWERS[guess])
+}
+
+/// Write the decimal digits of `n` at `p` and return their number.
+///
+/// # Safety
+/// `p` must be valid for writes of 20 bytes.
+#[inline(always)]
+pub unsafe fn write_u64_at(p: *mut u8, mut n: u64) -> usize {
+    let len = digit_count(n);
+    let mut end = len;
+    // SAFETY (caller): every write is below p + len <= p + 20.
+    unsafe {
+        while n >= 100 {
+            let pair = (n % 100) as usize * 2;
+            n /= 100;
+            end -= 2;
+            ptr::copy_nonoverlapping(DIGIT_PAIRS.as_ptr().add(pair), p.add(end), 2);
+        }
+        if n >= 10 {
+            ptr::copy_nonoverlapping(DIGIT_PAIRS.as_ptr().add(n as usize * 2), p, 2);
+        } else {
+            *p = b'0' + n as u8;
         }
     }
-    out.extend_from_slice(&digits[i..]);
+    len
+}
+
+/// Write `n` in decimal, as `int.__repr__` writes it, at `p`, and return its length.
+///
+/// # Safety
+/// `p` must be valid for writes of [`I64_TEXT`] bytes.
+#[inline(always)]
+pub unsafe fn write_i64_at(p: *mut u8, n: i64) -> usize {
+    let sign = usize::from(n < 0);
+    // SAFETY (caller): the sign and at most 19 digits (20 for u64, but |n| <= 2^63).
+    unsafe {
+        *p = b'-';
+        sign + write_u64_at(p.add(sign), n.unsigned_abs())
+    }
 }
 
 /// Append `n` in decimal, as `int.__repr__` writes it.
 pub fn write_i64(out: &mut Vec<u8>, n: i64) {
-    if n < 0 {
-        out.push(b'-');
+    out.reserve(I64_TEXT);
+    // SAFETY: I64_TEXT bytes are reserved past len; len only covers the bytes written.
+    unsafe {
+        let start = out.len();
+        let written = write_i64_at(out.as_mut_ptr().add(start), n);
+        out.set_len(start + written);
     }
-    write_u64(out, n.unsigned_abs());
 }
 
 /// Append `text` (generalised UTF-8: lone surrogates allowed) as a JSON string literal.
@@ -172,9 +240,30 @@ mod tests {
     #[test]
     fn writes_integers() {
         let mut out = Vec::new();
-        for n in [0, 7, -7, i64::MAX, i64::MIN] {
+        let mut cases = vec![0, 7, -7, i64::MAX, i64::MIN, i64::MIN + 1];
+        let mut power = 1i64;
+        for _ in 0..19 {
+            cases.extend([power - 1, power, power + 1, -power + 1, -power, -power - 1]);
+            power = power.saturating_mul(10);
+        }
+        for n in cases {
             out.clear();
             write_i64(&mut out, n);
+            assert_eq!(String::from_utf8(out.clone()).unwrap(), n.to_string());
+        }
+        for n in [
+            0,
+            9,
+            10,
+            99,
+            100,
+            u64::MAX,
+            u64::MAX / 10,
+            10u64.pow(19) - 1,
+            10u64.pow(19),
+        ] {
+            out.clear();
+            write_u64(&mut out, n);
             assert_eq!(String::from_utf8(out.clone()).unwrap(), n.to_string());
         }
     }
