@@ -741,7 +741,14 @@ def test_broken_core_is_not_hidden() -> None:
         st.tuples(
             st.permutations(["a", "b", "c", "dt"]),
             st.lists(
-                st.sampled_from([0.1, 0.2, 1 / 3, 2.0, -0.0, 7, "x", None, True]),
+                st.sampled_from(
+                    [
+                        *[0.1, 0.2, 1 / 3, 2.0, -0.0, 7, "x", None, True],
+                        # Leaves a remembered shape writes another way: big and negative
+                        # ints, strs to escape, long strs and strs with a lone surrogate.
+                        *[-(2**63), 2**63, 2**70, -12345, 'a"b', "\\", "é", "\ud800", "y" * 40],
+                    ]
+                ),
                 min_size=4,
                 max_size=4,
             ),

@@ -13,6 +13,7 @@ use pyo3::prelude::*;
 use super::dict::Entry;
 use super::walk::{float_value, is_leaf, Step, Walker};
 use crate::float::{write_round12_repr, write_short_round12, SHORT_REPR};
+use crate::json::{write_i64_at, I64_TEXT};
 use crate::MAX_DEPTH;
 
 /// Buffers kept between calls on one thread, so a call allocates nothing in the common case.
@@ -152,6 +153,62 @@ impl Scratch {
     }
 }
 
+/// Write an exact int's text into `text` and return its length, when it fits in an i64;
+/// otherwise return 0 (the int is written later, the slower way).
+///
+/// # Safety
+/// `value` must be a live int.
+#[inline(always)]
+unsafe fn write_int_text(text: &mut [u8; SHORT], value: *mut ffi::PyObject) -> usize {
+    // SAFETY (caller): a live int; the GIL is held.
+    unsafe {
+        let n = ffi::PyLong_AsLongLong(value);
+        if n == -1 && !ffi::PyErr_Occurred().is_null() {
+            // Too large for an i64 (OverflowError): `write_int` deals with it.
+            ffi::PyErr_Clear();
+            return 0;
+        }
+        // SAFETY: text holds SHORT >= I64_TEXT bytes.
+        write_i64_at(text.as_mut_ptr(), n)
+    }
+}
+
+/// Write an exact str's JSON text into `text` and return its length, when the str is
+/// printable ASCII with nothing to escape and short enough; otherwise return 0 (the str
+/// is written later, the slower way).
+///
+/// # Safety
+/// `value` must be a live str.
+#[inline(always)]
+unsafe fn write_str_text(text: &mut [u8; SHORT], value: *mut ffi::PyObject) -> usize {
+    let mut size: ffi::Py_ssize_t = 0;
+    // SAFETY (caller): a live str; its UTF-8 is cached in it and lives as long as it does.
+    let data = unsafe { ffi::PyUnicode_AsUTF8AndSize(value, &mut size) };
+    if data.is_null() {
+        // A lone surrogate: `write_str_obj` deals with it (and with the error again).
+        // SAFETY: the GIL is held.
+        unsafe { ffi::PyErr_Clear() };
+        return 0;
+    }
+    let size = size as usize;
+    if size + 2 > SHORT {
+        return 0;
+    }
+    // SAFETY: `data` holds `size` bytes (see above).
+    let bytes = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), size) };
+    text[0] = b'"';
+    for (slot, &b) in text[1..=size].iter_mut().zip(bytes) {
+        if !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\' {
+            return 0;
+        }
+        *slot = b;
+    }
+    text[size + 1] = b'"';
+    size + 2
+}
+
+const _: () = assert!(SHORT >= I64_TEXT);
+
 impl Walker<'_> {
     /// Write `repr(round(x, 12))`, from the cache when `x` was written lately.
     #[inline(always)]
@@ -212,8 +269,13 @@ impl Walker<'_> {
             *len = 0;
             // SAFETY: `value` is a live leaf; `text` holds SHORT bytes.
             unsafe {
-                if ffi::Py_TYPE(value) == &raw mut ffi::PyFloat_Type {
+                let tp = ffi::Py_TYPE(value);
+                if tp == &raw mut ffi::PyFloat_Type {
                     *len = s.floats.write_short(text.as_mut_ptr(), float_value(value));
+                } else if tp == &raw mut ffi::PyLong_Type {
+                    *len = write_int_text(text, value);
+                } else if tp == &raw mut ffi::PyUnicode_Type {
+                    *len = write_str_text(text, value);
                 }
             }
         }
@@ -235,7 +297,8 @@ impl Walker<'_> {
                 s.out.set_len(end + prefix_len + len);
             }
             if *len == 0 {
-                // The rarer leaves (str, int, bool, None, floats of other layouts).
+                // The rarer leaves (bool, None, floats of other layouts, big ints, strs
+                // to escape or long).
                 let value = s.leaves[i];
                 self.write_leaf(value)?;
                 self.s.out.reserve(room(n - j));
