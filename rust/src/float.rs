@@ -277,19 +277,8 @@ mod sse2 {
     }
 }
 
-/// The eight decimal digits of `n < 10^8` as bytes 0-9 of a little-endian word, most
-/// significant digit in the lowest byte (divisions by 10^4, 100 and 10 done lane-wise).
 #[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
-fn eight_digits(n: u32) -> u64 {
-    let n = u64::from(n);
-    let x = (n / 10_000) | ((n % 10_000) << 32);
-    // Per 32-bit lane (< 10^4): v / 100 == (v * 5243) >> 19.
-    let hundreds = ((x * 5243) >> 19) & 0x0000_007f_0000_007f;
-    let y = hundreds | ((x - hundreds * 100) << 16);
-    // Per 16-bit lane (< 100): v / 10 == (v * 103) >> 10.
-    let tens = ((y * 103) >> 10) & 0x000f_000f_000f_000f;
-    tens | ((y - tens * 10) << 8)
-}
+use crate::json::eight_digits;
 
 /// `write_round12_repr` for `q < 10^8`: zero, or `1.5e-05` style below 1e-4.
 fn write_small_round12_repr(out: &mut Vec<u8>, negative: bool, q: u64) {

@@ -50,6 +50,17 @@ fn digit_count(n: u64) -> usize {
 #[inline(always)]
 pub unsafe fn write_u64_at(p: *mut u8, mut n: u64) -> usize {
     let len = digit_count(n);
+    if n < 100_000_000 {
+        // Up to eight digits, made at once and written by one store, without a loop
+        // whose count (and so its branches) changes with the number of digits.
+        let ascii = eight_digits(n as u32) | u64::from_ne_bytes(*b"00000000");
+        // SAFETY (caller): eight bytes at p lie within the 20 the caller provides.
+        unsafe {
+            p.cast::<u64>()
+                .write_unaligned((ascii >> (8 * (8 - len))).to_le())
+        };
+        return len;
+    }
     let mut end = len;
     // SAFETY (caller): every write is below p + len <= p + 20.
     unsafe {
@@ -66,6 +77,20 @@ pub unsafe fn write_u64_at(p: *mut u8, mut n: u64) -> usize {
         }
     }
     len
+}
+
+/// The eight decimal digits of `n < 10^8` as bytes 0-9 of a little-endian word, most
+/// significant digit in the lowest byte (divisions by 10^4, 100 and 10 done lane-wise).
+#[inline(always)]
+pub(crate) fn eight_digits(n: u32) -> u64 {
+    let n = u64::from(n);
+    let x = (n / 10_000) | ((n % 10_000) << 32);
+    // Per 32-bit lane (< 10^4): v / 100 == (v * 5243) >> 19.
+    let hundreds = ((x * 5243) >> 19) & 0x0000_007f_0000_007f;
+    let y = hundreds | ((x - hundreds * 100) << 16);
+    // Per 16-bit lane (< 100): v / 10 == (v * 103) >> 10.
+    let tens = ((y * 103) >> 10) & 0x000f_000f_000f_000f;
+    tens | ((y - tens * 10) << 8)
 }
 
 /// Write `n` in decimal, as `int.__repr__` writes it, at `p`, and return its length.
@@ -246,6 +271,7 @@ mod tests {
             cases.extend([power - 1, power, power + 1, -power + 1, -power, -power - 1]);
             power = power.saturating_mul(10);
         }
+        cases.extend((0..100_000).map(|i| i * 997 % 100_000_000));
         for n in cases {
             out.clear();
             write_i64(&mut out, n);
