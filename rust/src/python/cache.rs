@@ -282,6 +282,28 @@ impl Walker<'_> {
         // Room for every prefix and value copied as a whole SHORT block, and the `}`.
         let room = |left: usize| left * 2 * SHORT + 1;
         s.out.reserve(room(n));
+        if s.leaf_texts.iter().all(|&(_, len)| len != 0) {
+            // Every value's text is made: copy them with the prefixes in one pass, the
+            // length kept in a register rather than in `out`.
+            let texts = &s.leaf_texts[..n];
+            let start = s.out.len();
+            // SAFETY: `room(n)` bytes are reserved past `start`; entry j starts at most
+            // 2 * SHORT * j bytes in and writes two SHORT blocks, and the `}` comes at
+            // most 2 * SHORT * n bytes in. Only the bytes written become part of `out`.
+            unsafe {
+                let base = s.out.as_mut_ptr().add(start);
+                let mut at = 0;
+                for (&(ref prefix, prefix_len), &i) in s.shape.prefixes.iter().zip(&s.shape.order) {
+                    let (text, len) = &texts[i];
+                    ptr::copy_nonoverlapping(prefix.as_ptr(), base.add(at), SHORT);
+                    ptr::copy_nonoverlapping(text.as_ptr(), base.add(at + prefix_len), SHORT);
+                    at += prefix_len + len;
+                }
+                *base.add(at) = b'}';
+                s.out.set_len(start + at + 1);
+            }
+            return Ok(true);
+        }
         for j in 0..n {
             let s = &mut **self.s;
             let (prefix, prefix_len) = &s.shape.prefixes[j];
