@@ -111,7 +111,11 @@ impl<'py> Walker<'py> {
         self.s.out.clear();
         self.deferred = None;
         // SAFETY: type checks on a live object.
-        if unsafe { ffi::PyDict_Check(params.as_ptr()) } != 0 {
+        if unsafe { ffi::Py_TYPE(params.as_ptr()) } == &raw mut ffi::PyDict_Type {
+            // What `walk` does for an exact dict, without its checks for the leaf types
+            // and `PyDict_Check` (a call under the limited API).
+            self.walk_dict(params.as_ptr(), 0, true)?;
+        } else if unsafe { ffi::PyDict_Check(params.as_ptr()) } != 0 {
             self.walk(params.as_ptr(), 0)?;
         } else {
             let mapping = MAPPING_ABC.import(self.py, "collections.abc", "Mapping")?;
