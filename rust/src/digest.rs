@@ -149,20 +149,16 @@ mod lanes {
         let most = blocks.iter().copied().max().unwrap_or(0);
         let mut state: [__m512i; 8] =
             std::array::from_fn(|j| _mm512_set1_epi32(INITIAL_STATE[j] as i32));
-        let lane_offsets = _mm512_mullo_epi32(
-            _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-            _mm512_set1_epi32(LANE_BYTES as i32),
-        );
         for b in 0..most {
             let mut active: __mmask16 = 0;
             for (i, &count) in blocks.iter().enumerate() {
                 active |= u16::from(count > b) << i;
             }
-            // SAFETY: b * 64 < LANE_BYTES, and every word the lanes read lies inside
+            // SAFETY: b * 64 < LANE_BYTES, and every block the lanes read lies inside
             // `messages`: lane * LANE_BYTES + b * 64 + 64 <= LANES * LANE_BYTES.
             unsafe {
                 let block = messages.as_ptr().cast::<u8>().add(b * 64);
-                compress(&mut state, block, lane_offsets, active);
+                compress(&mut state, block, active);
             }
         }
         let mut a = [0u32; LANES];
@@ -235,18 +231,13 @@ mod lanes {
     }
 
     /// Compress one block in each lane whose bit is set in `active`, the block of lane
-    /// `i` starting `offsets[i]` bytes past `block`; the other lanes keep their state.
+    /// `i` starting `i * LANE_BYTES` bytes past `block`; the other lanes keep their state.
     ///
     /// # Safety
-    /// The 64 bytes at `block + offsets[i]` must be readable for every lane `i`.
+    /// The 64 bytes at `block + i * LANE_BYTES` must be readable for every lane `i`.
     #[inline]
     #[target_feature(enable = "avx2,avx512f,avx512vl,avx512bw")]
-    unsafe fn compress(
-        state: &mut [__m512i; 8],
-        block: *const u8,
-        offsets: __m512i,
-        active: __mmask16,
-    ) {
+    unsafe fn compress(state: &mut [__m512i; 8], block: *const u8, active: __mmask16) {
         // Words are big-endian: reverse the bytes of each 32-bit lane.
         let swap = _mm512_set_epi64(
             0x0c0d_0e0f_0809_0a0b,
@@ -258,11 +249,45 @@ mod lanes {
             0x0c0d_0e0f_0809_0a0b,
             0x0405_0607_0001_0203,
         );
-        let mut w: [__m512i; 16] = std::array::from_fn(|t| {
-            // SAFETY (caller): word t of every lane's block is readable.
-            let words = unsafe { _mm512_i32gather_epi32::<1>(offsets, block.add(4 * t).cast()) };
-            _mm512_shuffle_epi8(words, swap)
+        // Each lane's block in one register, then the 16 x 16 matrix of words transposed
+        // so that register t holds word t of every lane: four rounds of shuffles (64 in
+        // all) cost less than sixteen gathers of one word per lane.
+        let rows: [__m512i; 16] = std::array::from_fn(|i| {
+            // SAFETY (caller): lane i's block is readable.
+            unsafe { _mm512_loadu_si512(block.add(i * LANE_BYTES).cast()) }
         });
+        // Pairs of rows interleaved by words: in each 128-bit lane j, pair[2k] holds words
+        // 4j and 4j + 1 of rows 2k and 2k + 1, pair[2k + 1] words 4j + 2 and 4j + 3.
+        let pairs: [__m512i; 16] = std::array::from_fn(|x| {
+            let (k, high) = (x / 2, x % 2 == 1);
+            if high {
+                _mm512_unpackhi_epi32(rows[2 * k], rows[2 * k + 1])
+            } else {
+                _mm512_unpacklo_epi32(rows[2 * k], rows[2 * k + 1])
+            }
+        });
+        // quads[4k + m], 128-bit lane j: word 4j + m of rows 4k to 4k + 3.
+        let quads: [__m512i; 16] = std::array::from_fn(|x| {
+            let (k, m) = (x / 4, x % 4);
+            let (a, b) = (pairs[4 * k + m / 2], pairs[4 * k + 2 + m / 2]);
+            if m % 2 == 0 {
+                _mm512_unpacklo_epi64(a, b)
+            } else {
+                _mm512_unpackhi_epi64(a, b)
+            }
+        });
+        let mut w = [_mm512_setzero_si512(); 16];
+        for m in 0..4 {
+            // Words are big-endian: each is byte-swapped once in place.
+            let even_lo = _mm512_shuffle_i32x4::<0x88>(quads[m], quads[4 + m]);
+            let odd_lo = _mm512_shuffle_i32x4::<0xdd>(quads[m], quads[4 + m]);
+            let even_hi = _mm512_shuffle_i32x4::<0x88>(quads[8 + m], quads[12 + m]);
+            let odd_hi = _mm512_shuffle_i32x4::<0xdd>(quads[8 + m], quads[12 + m]);
+            w[m] = _mm512_shuffle_epi8(_mm512_shuffle_i32x4::<0x88>(even_lo, even_hi), swap);
+            w[8 + m] = _mm512_shuffle_epi8(_mm512_shuffle_i32x4::<0xdd>(even_lo, even_hi), swap);
+            w[4 + m] = _mm512_shuffle_epi8(_mm512_shuffle_i32x4::<0x88>(odd_lo, odd_hi), swap);
+            w[12 + m] = _mm512_shuffle_epi8(_mm512_shuffle_i32x4::<0xdd>(odd_lo, odd_hi), swap);
+        }
         let mut v = *state;
         for group in 0..4 {
             // Sixteen rounds, written out so that every index is a constant and the
