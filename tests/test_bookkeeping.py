@@ -13,6 +13,7 @@ import enum
 import json
 import math
 import os
+import random
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -273,6 +274,45 @@ def test_claims_go_to_one_owner_each_whichever_way_they_are_inserted(
         }
         mine.close()
         theirs.close()
+
+
+def test_overlapping_claims_in_any_order_from_many_threads_never_deadlock(
+    shared_db_url: str, tmp_path: Path
+) -> None:
+    # Each claim inserts in one order (sorted ids) whatever order it was given: on
+    # PostgreSQL, inserts of overlapping ids in different orders deadlock each other.
+    from entropic._storage.claims import Claims
+
+    ids = [f"{i:016x}" for i in range(600)]
+    with Store(_write, Kept, results_dir=tmp_path / "r", db_url=shared_db_url) as store:
+        index = store._core.index
+        owners = [Claims(index) for _ in range(6)]
+        won: dict[str, list[str]] = {claims.owner: [] for claims in owners}
+        errors: list[BaseException] = []
+        start = threading.Barrier(len(owners))
+
+        def claim(claims: Claims, seed: int) -> None:
+            mine = random.Random(seed).sample(ids, 400)
+            start.wait()
+            try:
+                for i in range(0, len(mine), 100):
+                    won[claims.owner].extend(claims.claim(mine[i : i + 100])[0])
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=claim, args=(claims, seed))
+            for seed, claims in enumerate(owners)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for claims in owners:
+            claims.close()
+    assert errors == []
+    taken = [run_id for run_ids in won.values() for run_id in run_ids]
+    assert len(taken) == len(set(taken))
 
 
 def test_releasing_claims_leaves_other_owners_and_tables_alone(
@@ -658,12 +698,19 @@ def test_a_sweep_refreshes_its_heartbeat_in_its_own_writes(
     # that the sweep would look its points up again after every claim.
     monkeypatch.setattr(entropic._storage.claims, "HEARTBEAT_SECONDS", 1.0)
     points = _claim_rounds(10)
+    # A claim of a peer on another host that stopped beating an hour ago: it must stay
+    # stale (a refresh touches its owner's claims only).
+    gone = utcnow() - timedelta(hours=1)
+    peer = {"table_name": Kept.__tablename__, "id": "0" * 16, "owner": "elsewhere~1~1~x"}
+    peer |= {"host": "elsewhere", "pid": 1, "claimed_at": gone, "heartbeat_at": gone}
 
     def slow(params: dict[str, Any]) -> None:
         time.sleep(0.001)
         _write(params)
 
     with Store(slow, Kept, results_dir=tmp_path / "r", db_url=shared_db_url) as store:
+        with store.engine.begin() as conn:
+            conn.execute(sa.insert(CLAIMS), peer)
         beats = _heartbeats(store.engine)
         lookups: list[str] = []
 
@@ -676,6 +723,9 @@ def test_a_sweep_refreshes_its_heartbeat_in_its_own_writes(
         records = list(store.isweep(points)) if stream else store.sweep(points)
         took = time.monotonic() - began
         assert len(records) == len(points)
+        with store.engine.connect() as conn:
+            left = conn.execute(sa.select(CLAIMS.c.id, CLAIMS.c.heartbeat_at)).all()
+        assert left == [(peer["id"], gone)]
     assert took > 2.5  # 2,560 points of a millisecond: the sweep ran long enough to beat
     assert beats, "the heartbeat was never refreshed"
     assert set(beats) == {threading.current_thread().name}
@@ -708,6 +758,53 @@ def test_a_slow_point_still_has_its_claims_heartbeat_refreshed(
     assert seen
     for claimed_at, heartbeat_at in seen:
         assert heartbeat_at - claimed_at >= timedelta(seconds=0.2)
+
+
+def test_one_refresh_at_a_time_and_none_in_the_claims_of_an_owner_holding_many(
+    shared_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An owner that claims everything before running anything (a sweep handing its
+    # points to Dask) ends up refreshing thousands of claims at each beat. Inside its
+    # claims, that would stall them; and two refreshes at once (a claim's and the
+    # background thread's) deadlock each other on PostgreSQL.
+    from entropic._storage.claims import REFRESH_IN_CLAIM_MAX, Claims
+
+    monkeypatch.setattr(entropic._storage.claims, "HEARTBEAT_SECONDS", 0.02)
+    with Store(_write, Kept, results_dir=tmp_path / "r", db_url=shared_db_url) as store:
+        lock = threading.Lock()
+        running: list[int] = [0, 0]  # refreshes in flight now, most at once
+        by_claims: list[int] = []  # held claims at each refresh made by a claim
+
+        def before(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+            if sql.lstrip().upper().startswith("UPDATE") and "heartbeat_at" in sql:
+                with lock:
+                    running[0] += 1
+                    running[1] = max(running)
+                if threading.current_thread() is threading.main_thread():
+                    by_claims.append(held)
+
+        def after(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+            if sql.lstrip().upper().startswith("UPDATE") and "heartbeat_at" in sql:
+                with lock:
+                    running[0] -= 1
+
+        sa.event.listen(store.engine, "before_cursor_execute", before)
+        sa.event.listen(store.engine, "after_cursor_execute", after)
+        claims = Claims(store._core.index, one_thread=True)
+        claims.start_heartbeat()
+        held = 0
+        try:
+            for i in range(0, 3 * REFRESH_IN_CLAIM_MAX, 256):
+                ids = [f"{j:016x}" for j in range(i, i + 256)]
+                assert claims.claim(ids) == (ids, [])
+                held += 256
+                time.sleep(0.005)
+        finally:
+            claims.release_all()
+            claims.close()
+    assert running == [0, 1]
+    assert by_claims, "no claim refreshed the heartbeat"
+    assert max(by_claims) <= REFRESH_IN_CLAIM_MAX
 
 
 #: Peers that store a point by running it, while a sweep runs.

@@ -43,9 +43,14 @@ __all__ = ["Claims"]
 log = logging.getLogger("entropic")
 
 #: How often the claims of a sweep have their heartbeat refreshed: a quarter of the TTL,
-#: at most 5 s. The sweep refreshes it in the transactions it commits anyway; a
-#: background thread does it only when the sweep has not for this long.
+#: at most 5 s. A sweep refreshes it in its claims; a background thread does it only
+#: when the sweep has not for this long.
 HEARTBEAT_SECONDS = min(5.0, CLAIM_TTL_SECONDS / 4)
+
+#: The most claims a sweep refreshes inside one of its claims (one statement, a few ms);
+#: an owner holding more (a sweep that hands every point to Dask claims them all first)
+#: leaves the refresh to the background thread, as it would stall the claims.
+REFRESH_IN_CLAIM_MAX = 4096
 
 
 def _has_returning(engine: sa.Engine) -> bool:
@@ -94,12 +99,17 @@ def _array_insert(engine: sa.Engine) -> Any | None:
         insert = sqlite_dialect.insert
     else:
         return None
-    ids = source.table_valued("value")
     if dialect.name == "postgresql":
-        ids = ids.render_derived(name="claimed")  # unnest(...) AS claimed(value)
+        # unnest(...) WITH ORDINALITY AS claimed(value, place)
+        ids = source.table_valued("value", with_ordinality="place").render_derived("claimed")
+        place = ids.c.place
+    else:
+        ids = source.table_valued("value", "key")  # json_each's columns: key is the place
+        place = ids.c.key
     shared = [sa.bindparam(name, type_=CLAIMS.c[name].type) for name in _SHARED_COLUMNS]
-    # SQLite needs a WHERE to tell the upsert's ON CONFLICT from a join's ON.
-    select = sa.select(*shared, ids.c.value).select_from(ids).where(sa.true())
+    # In the order given (the caller's lock order). SQLite needs a WHERE to tell the
+    # upsert's ON CONFLICT from a join's ON.
+    select = sa.select(*shared, ids.c.value).select_from(ids).where(sa.true()).order_by(place)
     c = CLAIMS.c
     return (
         insert(CLAIMS)
@@ -145,8 +155,10 @@ class Claims:
         #: since the mark it was given (``Index.unchanged_since``).
         self.unchanged = False
         self._thread: threading.Thread | None = None
-        #: When this owner's heartbeat was last refreshed (``time.monotonic``).
+        #: When this owner's last committed refresh of its heartbeat began (``time.monotonic``).
         self._last_beat = time.monotonic()
+        #: Held by whoever refreshes the heartbeat: one refresh at a time.
+        self._beating = threading.Lock()
         c = CLAIMS.c
         self._refresh = (
             sa.update(CLAIMS)
@@ -188,19 +200,28 @@ class Claims:
         # inserts made in different orders.
         ordered = sorted(ids)
         won: list[str] = []
-        with self.index.begin_write(self.owner) as conn:
-            if since is not None:
-                self.unchanged = self.index.unchanged_since(conn, since, self.owner)
-            if self._from_array is not None:
-                won.extend(self._insert_array(conn, ordered, now))
-            elif self._returning is not None:
-                # The insert itself tells which claims are ours (RETURNING skips conflicts).
-                won.extend(conn.execute(self._returning, self._values(ordered, now)).scalars())
-            elif self._insert is not None:
-                conn.execute(self._insert, self._values(ordered, now))
-            else:
-                self._insert_one_by_one(conn, self._values(ordered, now))
-            self.refresh_if_due(conn)
+        beat = self._refresh_due()
+        try:
+            with self.index.begin_write(self.owner) as conn:
+                if since is not None:
+                    self.unchanged = self.index.unchanged_since(conn, since, self.owner)
+                if self._from_array is not None:
+                    won.extend(self._insert_array(conn, ordered, now))
+                elif self._returning is not None:
+                    # The insert itself tells which claims are ours (RETURNING skips conflicts).
+                    rows = self._values(ordered, now)
+                    won.extend(conn.execute(self._returning, rows).scalars())
+                elif self._insert is not None:
+                    conn.execute(self._insert, self._values(ordered, now))
+                else:
+                    self._insert_one_by_one(conn, self._values(ordered, now))
+                if beat is not None:
+                    conn.execute(self._refresh, {"now": now})
+            if beat is not None:
+                self._last_beat = beat  # committed
+        finally:
+            if beat is not None:
+                self._beating.release()
         ours = set(won)
         check = [run_id for run_id in ids if run_id not in ours]
         busy: list[str] = []
@@ -289,8 +310,7 @@ class Claims:
         return taken
 
     def releaser(self, ids: list[str]) -> Callable[[Connection], None] | None:
-        """A function deleting this owner's claims on ``ids`` inside a caller's transaction
-        (and refreshing the heartbeat of the others there when it is due).
+        """A function deleting this owner's claims on ``ids`` inside a caller's transaction.
 
         When one thread claims (``one_thread``) and ``ids`` are all this owner still
         holds (a sweep's batch that finished every claim it made), one statement
@@ -311,7 +331,6 @@ class Claims:
         def release(conn: Connection) -> None:
             for i in range(0, len(ids), ID_CHUNK):
                 self._delete.execute(conn, ids[i : i + ID_CHUNK], self._delete_values)
-            self.refresh_if_due(conn)
 
         return release
 
@@ -351,21 +370,23 @@ class Claims:
             self._thread.join()
             self._thread = None
 
-    def refresh_if_due(self, conn: Connection) -> None:
-        """Refresh this owner's heartbeat inside the caller's transaction, if half an
-        interval has passed since the last refresh.
+    def _refresh_due(self) -> float | None:
+        """When a claim should refresh this owner's heartbeat: the time the refresh
+        begins, with ``_beating`` taken (the caller releases it); else None.
 
-        A sweep does this in the claims and batches it commits anyway, so that its
-        background thread stays idle: that thread's write would take a connection of its
-        own while the sweep holds one, and a sweep that has written on two connections
-        can no longer tell its own writes from a peer's (``Index.unchanged_since``).
+        Due half an interval after the last refresh, so that a sweep claiming more
+        often than that keeps its background thread idle: that thread's write would
+        take a connection of its own while the sweep holds one, and a sweep that has
+        written on two connections can no longer tell its own writes from a peer's
+        (``Index.unchanged_since``). Not when the owner holds more than
+        ``REFRESH_IN_CLAIM_MAX`` claims, nor while the background thread refreshes.
         """
-        if not self.enabled:
-            return
+        if not self.enabled or not self.one_thread or len(self._held) > REFRESH_IN_CLAIM_MAX:
+            return None
         now = time.monotonic()
-        if now - self._last_beat >= HEARTBEAT_SECONDS / 2:
-            conn.execute(self._refresh, {"now": utcnow()})
-            self._last_beat = now
+        if now - self._last_beat < HEARTBEAT_SECONDS / 2 or not self._beating.acquire(False):
+            return None
+        return now
 
     def _beat(self) -> None:
         # Wakes every half interval; refreshes only when nobody has for a whole one,
@@ -373,12 +394,14 @@ class Claims:
         while not self._stop.wait(HEARTBEAT_SECONDS / 2):
             if time.monotonic() - self._last_beat < HEARTBEAT_SECONDS:
                 continue
-            try:
-                with self.index.begin_write(self.owner) as conn:
-                    conn.execute(self._refresh, {"now": utcnow()})
-                self._last_beat = time.monotonic()
-            except Exception as exc:  # a missed beat is retried; the TTL allows several
-                log.warning("heartbeat of %s failed: %s", self.owner, exc)
+            with self._beating:
+                began = time.monotonic()
+                try:
+                    with self.index.begin_write(self.owner) as conn:
+                        conn.execute(self._refresh, {"now": utcnow()})
+                    self._last_beat = began
+                except Exception as exc:  # a missed beat is retried; the TTL allows several
+                    log.warning("heartbeat of %s failed: %s", self.owner, exc)
 
     def close(self) -> None:
         """Stop the heartbeat; claims this owner still holds are stale from now on."""
