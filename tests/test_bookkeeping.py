@@ -692,11 +692,12 @@ def _heartbeats(engine: sa.Engine) -> list[str]:
 def test_a_sweep_refreshes_its_heartbeat_in_its_own_writes(
     stream: bool, shared_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A sweep that claims every quarter second, with a one-second heartbeat: the sweep
-    # refreshes it in its claims, and the background thread never writes. Its write
+    # A sweep that claims about every third of a second, with a two-second heartbeat:
+    # the sweep refreshes it in its claims (due after one second), and the background
+    # thread, which refreshes after two seconds without one, never writes. Its write
     # would take a second connection whenever the sweep holds the first, and after
     # that the sweep would look its points up again after every claim.
-    monkeypatch.setattr(entropic._storage.claims, "HEARTBEAT_SECONDS", 1.0)
+    monkeypatch.setattr(entropic._storage.claims, "HEARTBEAT_SECONDS", 2.0)
     points = _claim_rounds(10)
     # A claim of a peer on another host that stopped beating an hour ago: it must stay
     # stale (a refresh touches its owner's claims only).
@@ -726,7 +727,7 @@ def test_a_sweep_refreshes_its_heartbeat_in_its_own_writes(
         with store.engine.connect() as conn:
             left = conn.execute(sa.select(CLAIMS.c.id, CLAIMS.c.heartbeat_at)).all()
         assert left == [(peer["id"], gone)]
-    assert took > 2.5  # 2,560 points of a millisecond: the sweep ran long enough to beat
+    assert took > 2.5  # 2,560 points of a millisecond: long enough for a claim to refresh
     assert beats, "the heartbeat was never refreshed"
     assert set(beats) == {threading.current_thread().name}
     if shared_db_url.startswith("sqlite:"):
