@@ -87,7 +87,10 @@ def _array_insert(engine: sa.Engine) -> Any | None:
     """
     dialect = engine.dialect
     if dialect.name == "postgresql":
+        # unnest(...) WITH ORDINALITY AS claimed(value, place)
         source = sa.func.unnest(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String)))
+        ids = source.table_valued("value", with_ordinality="place").render_derived("claimed")
+        place = ids.c.place
         insert: Any = postgresql.insert
     elif (
         dialect.name == "sqlite"
@@ -96,16 +99,11 @@ def _array_insert(engine: sa.Engine) -> Any | None:
         and _sqlite_has_json_each()
     ):
         source = sa.func.json_each(sa.bindparam("ids", type_=sa.String))
+        ids = source.table_valued("value", "key")  # json_each's columns: key is the place
+        place = ids.c.key
         insert = sqlite_dialect.insert
     else:
         return None
-    if dialect.name == "postgresql":
-        # unnest(...) WITH ORDINALITY AS claimed(value, place)
-        ids = source.table_valued("value", with_ordinality="place").render_derived("claimed")
-        place = ids.c.place
-    else:
-        ids = source.table_valued("value", "key")  # json_each's columns: key is the place
-        place = ids.c.key
     shared = [sa.bindparam(name, type_=CLAIMS.c[name].type) for name in _SHARED_COLUMNS]
     # In the order given (the caller's lock order). SQLite needs a WHERE to tell the
     # upsert's ON CONFLICT from a join's ON.
