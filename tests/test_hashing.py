@@ -365,6 +365,48 @@ def test_the_compiled_walk_fits_a_small_thread_stack() -> None:
     assert out.stdout.split()[1:] == ["ParamsDepthError"]
 
 
+FINALIZER_SCRIPT = textwrap.dedent(
+    """
+    import gc
+    from entropic import hash_many
+    N = 20
+    # Each dict holds a str with a lone surrogate, whose writing raises inside CPython and
+    # so allocates an exception, and a big int only the dict holds.
+    def made(b):
+        return [{"a": "\\ud800", "b": b(i)} for i in range(N)]
+    before = hash_many(made(lambda i: 10**40 + i))
+    after = hash_many(made(lambda i: None))  # also makes this shape the remembered one
+    dicts = made(lambda i: 10**40 + i)
+    class Spoiler:
+        def __del__(self):
+            for params in dicts:
+                params["b"] = None  # frees the int being written, if it is one of them
+    gc.freeze()  # collections from here on look at new objects only
+    spoiler = Spoiler()
+    spoiler.cycle = spoiler
+    del spoiler
+    gc.set_threshold(1)  # a collection at the next allocation of a tracked object
+    got = hash_many(dicts)
+    gc.set_threshold(700)
+    assert dicts[0]["b"] is None, "the finalizer never ran"
+    print([i for i in range(N) if got[i] not in (before[i], after[i])])
+    """
+)
+
+
+def test_a_dict_changed_by_a_finalizer_while_it_is_hashed_gets_an_id_of_what_it_held() -> None:
+    # The debug allocator fills freed memory, so a value read after it was freed is seen:
+    # it hashed as `false` while the values were held by borrowed references.
+    out = subprocess.run(
+        [sys.executable, "-c", FINALIZER_SCRIPT],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONMALLOC": "debug"},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["[]"]
+
+
 NO_NUMPY_SCRIPT = textwrap.dedent(
     """
     import enum, sys

@@ -162,10 +162,11 @@ impl Scratch {
 unsafe fn write_int_text(text: &mut [u8; SHORT], value: *mut ffi::PyObject) -> usize {
     // SAFETY (caller): a live int; the GIL is held.
     unsafe {
-        let n = ffi::PyLong_AsLongLong(value);
-        if n == -1 && !ffi::PyErr_Occurred().is_null() {
-            // Too large for an i64 (OverflowError): `write_int` deals with it.
-            ffi::PyErr_Clear();
+        let mut overflow = 0;
+        // Raises nothing for an exact int, so allocates nothing.
+        let n = ffi::PyLong_AsLongLongAndOverflow(value, &mut overflow);
+        if overflow != 0 {
+            // Too large for an i64: `write_int` deals with it.
             return 0;
         }
         // SAFETY: text holds SHORT >= I64_TEXT bytes.
@@ -174,37 +175,38 @@ unsafe fn write_int_text(text: &mut [u8; SHORT], value: *mut ffi::PyObject) -> u
 }
 
 /// Write an exact str's JSON text into `text` and return its length, when the str is
-/// printable ASCII with nothing to escape and short enough; otherwise return 0 (the str
-/// is written later, the slower way).
+/// printable ASCII with nothing to escape and short enough; otherwise `Some(0)` (the str
+/// is written later, the slower way). None when the str holds a lone surrogate: the
+/// error raised and cleared on the way may have run a garbage collection.
 ///
 /// # Safety
 /// `value` must be a live str.
 #[inline(always)]
-unsafe fn write_str_text(text: &mut [u8; SHORT], value: *mut ffi::PyObject) -> usize {
+unsafe fn write_str_text(text: &mut [u8; SHORT], value: *mut ffi::PyObject) -> Option<usize> {
     let mut size: ffi::Py_ssize_t = 0;
     // SAFETY (caller): a live str; its UTF-8 is cached in it and lives as long as it does.
+    // Making that UTF-8 allocates no object a collection counts; only the error does.
     let data = unsafe { ffi::PyUnicode_AsUTF8AndSize(value, &mut size) };
     if data.is_null() {
-        // A lone surrogate: `write_str_obj` deals with it (and with the error again).
         // SAFETY: the GIL is held.
         unsafe { ffi::PyErr_Clear() };
-        return 0;
+        return None;
     }
     let size = size as usize;
     if size + 2 > SHORT {
-        return 0;
+        return Some(0);
     }
     // SAFETY: `data` holds `size` bytes (see above).
     let bytes = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), size) };
     text[0] = b'"';
     for (slot, &b) in text[1..=size].iter_mut().zip(bytes) {
         if !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\' {
-            return 0;
+            return Some(0);
         }
         *slot = b;
     }
     text[size + 1] = b'"';
-    size + 2
+    Some(size + 2)
 }
 
 const _: () = assert!(SHORT >= I64_TEXT);
@@ -236,17 +238,47 @@ impl Walker<'_> {
     }
 
     /// If `obj` (an exact dict) has the remembered shape and only leaf values, write it
-    /// from the shape and return true. Reads nothing else and runs no Python code.
+    /// from the shape and return true.
+    ///
+    /// Its values are read through the references the dict holds while no Python code
+    /// can run and nothing can start a garbage collection (whose finalizers could change
+    /// the dict). Before the rarer leaves, whose writing can, they are held by strong
+    /// references; a str with a lone surrogate, whose check raises, is left to the walk.
     pub(super) fn write_known_shape(&mut self, obj: *mut ffi::PyObject) -> PyResult<bool> {
+        let made = self.collect_leaves(obj) && self.make_leaf_texts();
+        if !made {
+            self.s.leaves.clear();
+            return Ok(false);
+        }
+        if self.s.leaf_texts.iter().all(|&(_, len)| len != 0) {
+            self.copy_leaf_texts();
+            self.s.leaves.clear();
+            return Ok(true);
+        }
+        for &value in &self.s.leaves {
+            // SAFETY: each is still alive: nothing has run since the dict gave it.
+            unsafe { ffi::Py_INCREF(value) };
+        }
+        let written = self.write_with_rarer_leaves();
+        for value in self.s.leaves.drain(..) {
+            // SAFETY: the strong references taken above (dropping one may run a
+            // finalizer: nothing of the values is read afterwards).
+            unsafe { ffi::Py_DECREF(value) };
+        }
+        written.map(|()| true)
+    }
+
+    /// Put the values of `obj` in `leaves` (borrowed, in insertion order) and return true
+    /// if `obj` has the remembered shape and only leaf values.
+    fn collect_leaves(&mut self, obj: *mut ffi::PyObject) -> bool {
         let s = &mut *self.s;
         let n = s.shape.keys.len();
-        // SAFETY: `obj` is a live exact dict; borrowed keys and values are used only
-        // while no Python code can run (leaf values are written by plain C calls).
+        s.leaves.clear();
+        // SAFETY: `obj` is a live exact dict; nothing here runs Python code.
         unsafe {
             if n == 0 || ffi::PyDict_Size(obj) as usize != n {
-                return Ok(false);
+                return false;
             }
-            s.leaves.clear();
             let mut pos: ffi::Py_ssize_t = 0;
             let mut key = ptr::null_mut();
             let mut value = ptr::null_mut();
@@ -256,18 +288,28 @@ impl Walker<'_> {
                     || key != expected
                     || !is_leaf(value)
                 {
-                    return Ok(false);
+                    return false;
                 }
                 s.leaves.push(value);
             }
         }
-        // The texts of the float values first, in insertion order: each is a long chain
-        // of arithmetic but independent of the others, so the CPU overlaps them. Written
-        // straight into `out`, each would wait for the length of the text before it.
-        s.leaf_texts.resize(n, ([0; SHORT], 0));
+        true
+    }
+
+    /// Make the text of each leaf that takes a common form (length 0 for the others), in
+    /// insertion order; false if a str holds a lone surrogate.
+    ///
+    /// The texts come first: each float's is a long chain of arithmetic but independent
+    /// of the others, so the CPU overlaps them. Written straight into `out`, each would
+    /// wait for the length of the text before it.
+    fn make_leaf_texts(&mut self) -> bool {
+        let s = &mut *self.s;
+        s.leaf_texts.resize(s.leaves.len(), ([0; SHORT], 0));
         for (&value, (text, len)) in s.leaves.iter().zip(s.leaf_texts.iter_mut()) {
             *len = 0;
-            // SAFETY: `value` is a live leaf; `text` holds SHORT bytes.
+            // SAFETY: `value` is a live leaf (nothing that can free it has run since the
+            // dict gave it: see `write_int_text` and `write_str_text`); `text` holds
+            // SHORT bytes.
             unsafe {
                 let tp = ffi::Py_TYPE(value);
                 if tp == &raw mut ffi::PyFloat_Type {
@@ -275,42 +317,60 @@ impl Walker<'_> {
                 } else if tp == &raw mut ffi::PyLong_Type {
                     *len = write_int_text(text, value);
                 } else if tp == &raw mut ffi::PyUnicode_Type {
-                    *len = write_str_text(text, value);
+                    match write_str_text(text, value) {
+                        Some(written) => *len = written,
+                        // The error was an allocation: the values may have changed since.
+                        None => return false,
+                    }
                 }
             }
         }
-        // Room for every prefix and value copied as a whole SHORT block, and the `}`.
-        let room = |left: usize| left * 2 * SHORT + 1;
-        s.out.reserve(room(n));
-        if s.leaf_texts.iter().all(|&(_, len)| len != 0) {
-            // Every value's text is made: copy them with the prefixes in one pass, the
-            // length kept in a register rather than in `out`.
-            let texts = &s.leaf_texts[..n];
-            let start = s.out.len();
-            // SAFETY: `room(n)` bytes are reserved past `start`; entry j starts at most
-            // 2 * SHORT * j bytes in and writes two SHORT blocks, and the `}` comes at
-            // most 2 * SHORT * n bytes in. Only the bytes written become part of `out`.
-            unsafe {
-                let base = s.out.as_mut_ptr().add(start);
-                let mut at = 0;
-                for (&(ref prefix, prefix_len), &i) in s.shape.prefixes.iter().zip(&s.shape.order) {
-                    let (text, len) = &texts[i];
-                    ptr::copy_nonoverlapping(prefix.as_ptr(), base.add(at), SHORT);
-                    ptr::copy_nonoverlapping(text.as_ptr(), base.add(at + prefix_len), SHORT);
-                    at += prefix_len + len;
-                }
-                *base.add(at) = b'}';
-                s.out.set_len(start + at + 1);
+        true
+    }
+
+    /// Room for `left` prefixes and values copied as whole SHORT blocks, and the `}`.
+    fn room(left: usize) -> usize {
+        left * 2 * SHORT + 1
+    }
+
+    /// Write the dict from the shape's prefixes and the texts of all its values, the
+    /// length kept in a register rather than in `out`.
+    fn copy_leaf_texts(&mut self) {
+        let s = &mut *self.s;
+        let n = s.leaf_texts.len();
+        s.out.reserve(Self::room(n));
+        let texts = &s.leaf_texts[..n];
+        let start = s.out.len();
+        // SAFETY: `room(n)` bytes are reserved past `start`; entry j starts at most
+        // 2 * SHORT * j bytes in and writes two SHORT blocks, and the `}` comes at most
+        // 2 * SHORT * n bytes in. Only the bytes written become part of `out`.
+        unsafe {
+            let base = s.out.as_mut_ptr().add(start);
+            let mut at = 0;
+            for (&(ref prefix, prefix_len), &i) in s.shape.prefixes.iter().zip(&s.shape.order) {
+                let (text, len) = &texts[i];
+                ptr::copy_nonoverlapping(prefix.as_ptr(), base.add(at), SHORT);
+                ptr::copy_nonoverlapping(text.as_ptr(), base.add(at + prefix_len), SHORT);
+                at += prefix_len + len;
             }
-            return Ok(true);
+            *base.add(at) = b'}';
+            s.out.set_len(start + at + 1);
         }
+    }
+
+    /// Write the dict from the shape, the values without a text made the slower way
+    /// (bool, None, floats of other layouts, big ints, strs to escape or long). The
+    /// caller holds strong references to `leaves`.
+    fn write_with_rarer_leaves(&mut self) -> PyResult<()> {
+        let n = self.s.leaf_texts.len();
+        self.s.out.reserve(Self::room(n));
         for j in 0..n {
             let s = &mut **self.s;
             let (prefix, prefix_len) = &s.shape.prefixes[j];
             let i = s.shape.order[j];
             let (text, len) = &s.leaf_texts[i];
-            // SAFETY: `room` reserved two SHORT blocks for this entry past the end; only
-            // the bytes written become part of `out`.
+            // SAFETY: two SHORT blocks for this entry are reserved past the end; only the
+            // bytes written become part of `out`.
             unsafe {
                 let end = s.out.len();
                 let p = s.out.as_mut_ptr().add(end);
@@ -319,15 +379,13 @@ impl Walker<'_> {
                 s.out.set_len(end + prefix_len + len);
             }
             if *len == 0 {
-                // The rarer leaves (bool, None, floats of other layouts, big ints, strs
-                // to escape or long).
                 let value = s.leaves[i];
                 self.write_leaf(value)?;
-                self.s.out.reserve(room(n - j));
+                self.s.out.reserve(Self::room(n - j));
             }
         }
         self.s.out.push(b'}');
-        Ok(true)
+        Ok(())
     }
 
     /// Remember the sorted entries `start..` as the shape, if the dict was flat: exact
