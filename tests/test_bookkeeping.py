@@ -16,6 +16,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from sqlalchemy.orm import Session, mapped_column
 
 import entropic._storage.claims
 import entropic.sweep
+from conftest import pg_database
 from entropic import Base, Mapped, Store
 from entropic._storage.codec import encode_any_line, encode_line
 from entropic._storage.columns import json_default, json_value
@@ -806,6 +808,68 @@ def test_one_refresh_at_a_time_and_none_in_the_claims_of_an_owner_holding_many(
     assert running == [0, 1]
     assert by_claims, "no claim refreshed the heartbeat"
     assert max(by_claims) <= REFRESH_IN_CLAIM_MAX
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database (the server CI starts)."""
+    yield from pg_database()
+
+
+def test_the_background_heartbeat_never_deadlocks_with_a_batch_releasing_claims(
+    pg_url: str, tmp_path: Path
+) -> None:
+    # The background thread refreshes every claim of its owner in one UPDATE, locking
+    # them one by one; a batch deletes the claims it finished, in an order of its own.
+    # On PostgreSQL the two then wait on each other and one of them is aborted.
+    from entropic._storage.claims import Claims
+
+    with Store(_write, Kept, results_dir=tmp_path / "r", db_url=pg_url) as store:
+        claims = Claims(store._core.index, one_thread=True)
+        ids = [f"{i:016x}" for i in range(200)]
+        assert claims.claim(ids) == (ids, [])
+        c = CLAIMS.c
+        mine = (c.table_name == Kept.__tablename__) & (c.owner == claims.owner)
+
+        def heartbeat(run_id: str) -> datetime:
+            with store.engine.connect() as conn:
+                query = sa.select(c.heartbeat_at).where(mine, c.id == run_id)
+                at: datetime = conn.execute(query).scalar_one()
+                return at
+
+        before = heartbeat(ids[50])
+        errors: list[BaseException] = []
+        refreshed = threading.Event()
+
+        def refresh() -> None:
+            try:
+                claims.refresh_heartbeat()
+            except BaseException as exc:
+                errors.append(exc)
+            refreshed.set()
+
+        def waiting_on_a_lock(conn: sa.Connection) -> bool:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            return bool(conn.exec_driver_sql(query).scalar_one())
+
+        thread = threading.Thread(target=refresh)
+        try:
+            with store.engine.connect() as batch, store.engine.connect() as look:
+                batch.execute(sa.delete(CLAIMS).where(mine, c.id == ids[100]))
+                thread.start()
+                deadline = time.monotonic() + 10
+                while not refreshed.is_set() and not waiting_on_a_lock(look):
+                    assert time.monotonic() < deadline, "the refresh neither ended nor waited"
+                    time.sleep(0.01)
+                # The refresh holds (or held) the first claims: the batch now needs one.
+                batch.execute(sa.delete(CLAIMS).where(mine, c.id == ids[0]))
+                batch.commit()
+        finally:
+            thread.join()
+        assert errors == []
+        assert heartbeat(ids[50]) > before
+        claims.release_all()
+        claims.close()
 
 
 #: Peers that store a point by running it, while a sweep runs.

@@ -163,6 +163,17 @@ class Claims:
             .where(c.table_name == self.table_name, c.owner == self.owner)
             .values(heartbeat_at=sa.bindparam("now"))
         )
+        self._refresh_unlocked = self._refresh
+        if index.dialect == "postgresql":
+            # The claims another transaction holds locks on are left out: a batch deleting
+            # its finished claims locks them in an order of its own, and waiting on one
+            # of them while holding others deadlocks with that batch.
+            unlocked = (
+                sa.select(c.id)
+                .where(c.table_name == self.table_name, c.owner == self.owner)
+                .with_for_update(skip_locked=True)
+            )
+            self._refresh_unlocked = self._refresh.where(c.id.in_(unlocked.scalar_subquery()))
         self._select = sa.select(c.id, c.owner, c.heartbeat_at).where(
             c.table_name == self.table_name, c.id.in_(sa.bindparam("ids", expanding=True))
         )
@@ -392,14 +403,22 @@ class Claims:
         while not self._stop.wait(HEARTBEAT_SECONDS / 2):
             if time.monotonic() - self._last_beat < HEARTBEAT_SECONDS:
                 continue
-            with self._beating:
-                began = time.monotonic()
-                try:
-                    with self.index.begin_write(self.owner) as conn:
-                        conn.execute(self._refresh, {"now": utcnow()})
-                    self._last_beat = began
-                except Exception as exc:  # a missed beat is retried; the TTL allows several
-                    log.warning("heartbeat of %s failed: %s", self.owner, exc)
+            try:
+                self.refresh_heartbeat()
+            except Exception as exc:  # a missed beat is retried; the TTL allows several
+                log.warning("heartbeat of %s failed: %s", self.owner, exc)
+
+    def refresh_heartbeat(self) -> None:
+        """Refresh the heartbeat of the claims this owner holds, in a transaction of its own.
+
+        On PostgreSQL, claims locked by another transaction (the sweep's batch deleting
+        them, a peer taking them over) are skipped rather than waited for.
+        """
+        with self._beating:
+            began = time.monotonic()
+            with self.index.begin_write(self.owner) as conn:
+                conn.execute(self._refresh_unlocked, {"now": utcnow()})
+            self._last_beat = began
 
     def close(self) -> None:
         """Stop the heartbeat; claims this owner still holds are stale from now on."""
