@@ -665,17 +665,23 @@ def test_a_cold_sweep_on_a_quiet_sqlite_file_looks_its_points_up_once(
     points = _claim_rounds(3)
     url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
     with Store(_write, Kept, results_dir=tmp_path / "r", db_url=url) as store:
-        lookups: list[str] = []
-
-        def spy(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
-            if sql.lstrip().upper().startswith("SELECT") and Kept.__tablename__ in sql:
-                lookups.append(sql)
-
-        sa.event.listen(store.engine, "before_cursor_execute", spy)
+        lookups = _lookups(store.engine)
         records = list(store.isweep(points)) if stream else store.sweep(points)
         assert len(records) == len(points)
     # The plan's lookups only, ID_CHUNK ids each.
     assert len(lookups) == -(-len(points) // ID_CHUNK)
+
+
+def _lookups(engine: sa.Engine) -> list[str]:
+    """The SELECTs of Kept's table run on ``engine`` from now on, as they run."""
+    lookups: list[str] = []
+
+    def spy(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        if sql.lstrip().upper().startswith("SELECT") and Kept.__tablename__ in sql:
+            lookups.append(sql)
+
+    sa.event.listen(engine, "before_cursor_execute", spy)
+    return lookups
 
 
 def _heartbeats(engine: sa.Engine) -> list[str]:
@@ -715,13 +721,7 @@ def test_a_sweep_refreshes_its_heartbeat_in_its_own_writes(
         with store.engine.begin() as conn:
             conn.execute(sa.insert(CLAIMS), peer)
         beats = _heartbeats(store.engine)
-        lookups: list[str] = []
-
-        def spy(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
-            if sql.lstrip().upper().startswith("SELECT") and Kept.__tablename__ in sql:
-                lookups.append(sql)
-
-        sa.event.listen(store.engine, "before_cursor_execute", spy)
+        lookups = _lookups(store.engine)
         began = time.monotonic()
         records = list(store.isweep(points)) if stream else store.sweep(points)
         took = time.monotonic() - began
