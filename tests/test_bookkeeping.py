@@ -380,7 +380,7 @@ def test_the_last_claims_an_owner_holds_go_in_one_statement_and_no_others_with_t
 def test_a_serial_sweep_drops_each_batch_s_claims_by_owner(
     shared_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Batches of BATCH_RUNS (four claim rounds) end when every claim they made is done.
+    # Batches of BATCH_RUNS (whole claim rounds) end when every claim they made is done.
     monkeypatch.setattr(entropic.sweep, "BATCH_SECONDS", 3600.0)
     points = [{"n": i, "x": 0.5, "name": "a"} for i in range(entropic.sweep.BATCH_RUNS + 76)]
     with Store(_write, Kept, results_dir=tmp_path / "r", db_url=shared_db_url) as store:

@@ -56,8 +56,12 @@ log = logging.getLogger("entropic")
 INPUT_CHUNK = 10_000
 #: Points claimed together, just before this process runs them.
 CLAIM_RUNS = 256
-#: A batch is committed after this many finished runs...
-BATCH_RUNS = 1024
+#: A batch is committed after this many finished runs (forty claim rounds)...
+#:
+#: Large, because a batch's rows land all over the id index and each commit writes
+#: every index page it changed: fewer, larger commits write each page fewer times.
+#: A streamed sweep also commits at the end of each input chunk.
+BATCH_RUNS = 40 * CLAIM_RUNS
 #: ...or this many seconds after the previous commit, whichever comes first.
 BATCH_SECONDS = 2.0
 #: How often the progress bar prints a line when stderr is not a terminal.
