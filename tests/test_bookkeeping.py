@@ -377,6 +377,44 @@ def test_the_last_claims_an_owner_holds_go_in_one_statement_and_no_others_with_t
         theirs.close()
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["sweep", "isweep"])
+def test_a_sweep_claims_fast_points_many_at_a_time_and_slow_ones_a_few(
+    stream: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from entropic._storage.claims import Claims
+
+    sizes: list[int] = []
+    claim = Claims.claim
+
+    def counted(self: Claims, ids: Any, since: Any = None) -> Any:
+        sizes.append(len(ids))
+        return claim(self, ids, since)
+
+    monkeypatch.setattr(Claims, "claim", counted)
+    sweep = entropic.sweep
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    fast = [{"n": i, "x": 0.5, "name": "fast"} for i in range(3000)]
+    with Store(_write, Kept, results_dir=tmp_path / "fast", db_url=url) as store:
+        assert len(list(store.isweep(fast)) if stream else store.sweep(fast)) == len(fast)
+    # From the first claim's size up by four times at most, to the largest.
+    assert sizes[:4] == [sweep.FIRST_CLAIM_RUNS, 64, 256, sweep.CLAIM_RUNS]
+    assert sum(sizes) == len(fast)
+
+    def slow(params: dict[str, Any]) -> None:
+        time.sleep(0.02)
+        _write(params)
+
+    monkeypatch.setattr(sweep, "CLAIM_SECONDS", 0.1)
+    sizes.clear()
+    points = [{"n": i, "x": 0.5, "name": "slow"} for i in range(40)]
+    with Store(slow, Kept, results_dir=tmp_path / "slow", db_url=url) as store:
+        assert len(list(store.isweep(points)) if stream else store.sweep(points)) == len(points)
+    # The first claim, then about a tenth of a second's worth of points (5 at most).
+    assert sizes[0] == sweep.FIRST_CLAIM_RUNS
+    assert 1 <= max(sizes[1:]) <= 5
+    assert sum(sizes) == len(points)
+
+
 def test_a_serial_sweep_drops_each_batch_s_claims_by_owner(
     shared_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -575,8 +613,8 @@ def test_deletes_by_id_take_sqlalchemy_s_path_when_a_value_needs_converting(
 
 
 def _claim_rounds(rounds: int) -> list[dict[str, Any]]:
-    """Points enough for ``rounds`` claim rounds of a sweep."""
-    return [{"n": i, "x": 0.5, "name": "a"} for i in range(rounds * entropic.sweep.CLAIM_RUNS)]
+    """Points enough for at least ``rounds`` claims of a sweep (its first claims are small)."""
+    return [{"n": i, "x": 0.5, "name": "a"} for i in range(rounds * 256)]
 
 
 def test_a_change_mark_sees_every_writer_but_its_owner(tmp_path: Path) -> None:
@@ -706,6 +744,7 @@ def test_a_sweep_refreshes_its_heartbeat_in_its_own_writes(
     # would take a second connection whenever the sweep holds the first, and after
     # that the sweep would look its points up again after every claim.
     monkeypatch.setattr(entropic._storage.claims, "HEARTBEAT_SECONDS", 2.0)
+    monkeypatch.setattr(entropic.sweep, "CLAIM_SECONDS", 0.3)
     points = _claim_rounds(10)
     # A claim of a peer on another host that stopped beating an hour ago: it must stay
     # stale (a refresh touches its owner's claims only).
@@ -951,7 +990,7 @@ def _sweep_while_a_peer_stores(how: str, stream: bool, db_url: str, tmp_path: Pa
     the sweep looked it up: the claim must see it, and the sweep must not run it again.
     Returns the content of that point's result file afterwards."""
     points = _claim_rounds(2)
-    later = points[entropic.sweep.CLAIM_RUNS + 10]
+    later = points[entropic.sweep.FIRST_CLAIM_RUNS + 10]  # in a later claim than the first
     later_id = hash_params(later)
     calls: list[str] = []
     holder: dict[str, Store[Any]] = {}
@@ -999,7 +1038,7 @@ def test_a_point_a_peer_stores_right_after_the_lookup_is_not_run_again(
     # Just after the plan's first lookup, before any claim: the change mark must be
     # older than the lookups it vouches for.
     points = _claim_rounds(2)
-    later = points[entropic.sweep.CLAIM_RUNS + 10]
+    later = points[entropic.sweep.FIRST_CLAIM_RUNS + 10]  # in a later claim than the first
     url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
     calls: list[str] = []
 

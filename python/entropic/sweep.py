@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -44,6 +45,8 @@ __all__ = [
     "BATCH_RUNS",
     "BATCH_SECONDS",
     "CLAIM_RUNS",
+    "CLAIM_SECONDS",
+    "FIRST_CLAIM_RUNS",
     "INPUT_CHUNK",
     "assign_ids",
     "isweep",
@@ -54,14 +57,20 @@ log = logging.getLogger("entropic")
 
 #: Points validated and hashed together (one ``hash_many`` call each).
 INPUT_CHUNK = 10_000
-#: Points claimed together, just before this process runs them.
-CLAIM_RUNS = 256
-#: A batch is committed after this many finished runs (forty claim rounds)...
+#: The most points claimed together, just before this process runs them. A sweep's
+#: first claim takes FIRST_CLAIM_RUNS; each next one up to four times the last, as
+#: many as run in about CLAIM_SECONDS at the pace of the points run so far. So fast
+#: points are claimed in few transactions, and slow ones a few at a time, which
+#: leaves the rest to the other processes sweeping the same points.
+CLAIM_RUNS = 1024
+FIRST_CLAIM_RUNS = 16
+CLAIM_SECONDS = 1.0
+#: A batch is committed after this many finished runs (ten of the largest claims)...
 #:
 #: Large, because a batch's rows land all over the id index and each commit writes
 #: every index page it changed: fewer, larger commits write each page fewer times.
 #: A streamed sweep also commits at the end of each input chunk.
-BATCH_RUNS = 40 * CLAIM_RUNS
+BATCH_RUNS = 10 * CLAIM_RUNS
 #: ...or this many seconds after the previous commit, whichever comes first.
 BATCH_SECONDS = 2.0
 #: How often the progress bar prints a line when stderr is not a terminal.
@@ -290,6 +299,8 @@ class _Run:
         self.release: list[str] = []
         self.sidecars: list[str] = []  # per-run sidecars written by workers
         self.last_flush = time.monotonic()
+        #: How many points the next claim takes (see CLAIM_RUNS).
+        self.claim_size = FIRST_CLAIM_RUNS
         self.bar: tqdm[Any] | None = None
         self.live_bar = False
         if progress:
@@ -340,12 +351,30 @@ class _Run:
         self._wait_for_peers(waiting)
 
     def _claim_in_turn(self, ids: list[str], waiting: list[str]) -> Iterator[list[str]]:
-        """Claim ``ids`` CLAIM_RUNS at a time, each when the caller asks for it: yields the
+        """Claim ``ids`` a round at a time, each when the caller asks for it: yields the
         won ids that still need a run; ids live peers hold are added to ``waiting``."""
-        for i in range(0, len(ids), CLAIM_RUNS):
-            won, busy = self.claims.claim(ids[i : i + CLAIM_RUNS], since=self.mark)
+        i = 0
+        while i < len(ids):
+            began = time.monotonic()
+            round_ids = ids[i : i + self._claim_round()]
+            i += len(round_ids)
+            won, busy = self.claims.claim(round_ids, since=self.mark)
             waiting.extend(busy)
             yield self._drop_done(won, unchanged=self.claims.unchanged)
+            # The caller ran the round's points: the pace of the next claim.
+            self._paced(len(round_ids), time.monotonic() - began)
+
+    def _claim_round(self) -> int:
+        """The size of the next claim: ``claim_size``, cut so that the batch ends with a
+        claim (its commit then drops this sweep's claims in one statement)."""
+        pending = len(self.rows) + len(self.failure_rows)
+        return max(1, min(self.claim_size, BATCH_RUNS - pending))
+
+    def _paced(self, count: int, seconds: float) -> None:
+        """Size the next claim after one of ``count`` points took ``seconds``."""
+        pace = count / seconds if seconds > 0 else math.inf
+        fits = CLAIM_SECONDS * pace
+        self.claim_size = int(max(1, min(4 * self.claim_size, CLAIM_RUNS, fits)))
 
     def _drop_done(self, won: list[str], *, unchanged: bool = False) -> list[str]:
         """Won ids that still need a run; those a peer persisted meanwhile become records.
