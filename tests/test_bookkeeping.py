@@ -722,12 +722,17 @@ def _lookups(engine: sa.Engine) -> list[str]:
     return lookups
 
 
+def _refreshes_heartbeats(sql: str) -> bool:
+    """Whether ``sql`` is a refresh of claims' heartbeats."""
+    return sql.lstrip().upper().startswith("UPDATE") and "heartbeat_at" in sql
+
+
 def _heartbeats(engine: sa.Engine) -> list[str]:
     """The names of the threads that refresh claims' heartbeats on ``engine``, as they do."""
     beats: list[str] = []
 
     def spy(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
-        if sql.lstrip().upper().startswith("UPDATE") and "heartbeat_at" in sql:
+        if _refreshes_heartbeats(sql):
             beats.append(threading.current_thread().name)
 
     sa.event.listen(engine, "before_cursor_execute", spy)
@@ -818,7 +823,7 @@ def test_one_refresh_at_a_time_and_none_in_the_claims_of_an_owner_holding_many(
         by_claims: list[int] = []  # held claims at each refresh made by a claim
 
         def before(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
-            if sql.lstrip().upper().startswith("UPDATE") and "heartbeat_at" in sql:
+            if _refreshes_heartbeats(sql):
                 with lock:
                     running[0] += 1
                     running[1] = max(running)
@@ -826,7 +831,7 @@ def test_one_refresh_at_a_time_and_none_in_the_claims_of_an_owner_holding_many(
                     by_claims.append(held)
 
         def after(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
-            if sql.lstrip().upper().startswith("UPDATE") and "heartbeat_at" in sql:
+            if _refreshes_heartbeats(sql):
                 with lock:
                     running[0] -= 1
 
