@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+import entropic._storage.core
+import entropic._storage.index
+import entropic.sweep
 from entropic import (
     Base,
     Mapped,
@@ -175,6 +178,109 @@ def test_lookups_are_chunked(store: Store[Point]) -> None:
     assert len(_calls(store)) == n
     assert len(bound) == 3
     assert max(bound) <= LOOKUP_CHUNK <= 512
+
+
+def _reads(store: Store[Point]) -> list[str]:
+    """The SELECTs of the points' table run from now on: ``scan`` (the whole table),
+    ``count`` (the rows, up to a bound) or ``ids`` (rows by id)."""
+    reads: list[str] = []
+
+    def spy(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sql = statement.upper()
+        if sql.lstrip().startswith("SELECT") and Point.__tablename__.upper() in sql:
+            reads.append("count" if "COUNT(" in sql else "ids" if "WHERE" in sql else "scan")
+
+    sa.event.listen(store.engine, "before_cursor_execute", spy)
+    return reads
+
+
+def _seen(record: Point) -> tuple[Any, ...]:
+    return (
+        record.id,
+        record.a,
+        record.b,
+        record.result_file,
+        record.created_at,
+        type(record.custom_data),
+        dict(record.custom_data),
+    )
+
+
+@pytest.fixture
+def scan_from_8(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Look-ups of 8 ids or more may read the whole table (SCAN_MIN_IDS)."""
+    monkeypatch.setattr(entropic._storage.index, "SCAN_MIN_IDS", 8)
+
+
+def test_a_sweep_of_a_whole_table_reads_it_once_and_builds_the_same_records(
+    store: Store[Point], scan_from_8: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(entropic.sweep, "INPUT_CHUNK", 5)
+    points = [{"a": i, "b": 0.5} for i in range(20)]
+    first = store.sweep(points)
+    reads = _reads(store)
+    again = store.sweep(points)  # a list: its 20 ids are looked up together
+    scanned = reads[:]
+    # A generator (like a stream) is looked up a chunk (here 5) at a time.
+    by_id = store.sweep(iter(points))
+    streamed = list(store.isweep(points))
+    assert len(_calls(store)) == 20
+    assert scanned == ["count", "scan"]
+    assert reads[len(scanned) :] == ["ids"] * 8
+    seen = [_seen(r) for r in first]
+    assert [_seen(r) for r in again] == [_seen(r) for r in by_id] == [_seen(r) for r in streamed]
+    assert [_seen(r) for r in again] == seen
+
+
+def test_a_read_of_the_whole_table_keeps_the_sweep_s_points_only_and_runs_lost_ones_again(
+    store: Store[Point], scan_from_8: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.sweep([{"a": i, "b": 0.5} for i in range(10)])
+    lost = store.sweep([{"a": 6, "b": 0.5}])[0]
+    Path(lost.result_file).unlink()
+    reads = _reads(store)
+    records = store.sweep([{"a": i, "b": 0.5} for i in range(5, 17)])  # 12 ids, 10 rows
+    assert [r.a for r in records] == list(range(5, 17))
+    assert _calls(store)[10:] == [hash_params({"a": a, "b": 0.5}) for a in [6, *range(10, 17)]]
+    assert "1 indexed points had lost their files" in caplog.text
+    assert reads[:2] == ["count", "scan"]
+    # More rows than ids: by id.
+    del reads[:]
+    assert [r.a for r in store.sweep([{"a": i, "b": 0.5} for i in range(8)])] == list(range(8))
+    assert "scan" not in reads
+    assert len(_calls(store)) == 18
+
+
+def test_a_read_of_the_whole_table_that_fails_leaves_no_read_open(
+    tmp_path: Path, scan_from_8: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An open read would keep its snapshot of the file: no copy of the write-ahead log
+    # back into it could get past it while the failed sweep's traceback is kept.
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    points = [{"a": i, "b": 0.5} for i in range(3 * entropic._storage.index.SCAN_BATCH_ROWS)]
+    with Store(Counter(), Point, results_dir=tmp_path / "r", db_url=url) as store:
+        store.sweep(points)
+        looks: list[str] = []
+
+        def failing(path: str) -> bool:
+            looks.append(path)
+            if len(looks) > entropic._storage.index.SCAN_BATCH_ROWS:
+                raise OSError("the disk went away")
+            return True
+
+        monkeypatch.setattr(entropic._storage.core, "present", failing)
+        with pytest.raises(OSError, match="went away") as failed:
+            store.sweep(points)
+        assert failed.traceback  # kept, with every frame it holds
+        other = sa.create_engine(url)
+        try:
+            with other.begin() as conn:
+                conn.execute(sa.delete(Point.__table__).where(Point.__table__.c.a == 0))
+            with other.connect() as conn:
+                busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()[0]
+        finally:
+            other.dispose()
+        assert busy == 0
 
 
 def test_explicit_ids_in_a_sweep(store: Store[Point]) -> None:

@@ -2,7 +2,7 @@
 
 A sweep goes in two phases. First the input is read once, in chunks: every
 point is validated and hashed (``hash_many``), duplicates are dropped, and the
-cached ids are looked up in bounded chunks, so nothing runs if any point is
+cached ids are looked up (``StoreCore.lookup``), so nothing runs if any point is
 bad. Then the missing points run, serially here or on a client
 (``entropic._storage.dispatch``), and are persisted in batches: one transaction
 per batch, at least every ``BATCH_RUNS`` runs or ``BATCH_SECONDS`` seconds.
@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sized
 from contextlib import contextmanager
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from entropic import hashing
 from entropic._storage.claims import Claims
@@ -95,17 +95,25 @@ def sweep(
     seen: set[str] = set()
     order: list[str] = []
     todo: dict[str, Point] = {}
-    records: dict[str, Any] = {}
-    total = missing = 0
+    total = 0
     mark = core.index.change_mark()  # before any lookup: see _Run._drop_done
+    # The points of an input with a length (a list, say) are held by the caller: they
+    # are looked up all at once, which can take one read of the whole table. Others
+    # are looked up a chunk at a time, so nothing of the input is kept.
+    held = isinstance(params, Sized)
+    records: dict[str, Any] = {}
+    missing = 0
     with _gc_paused():
+        planned: list[_Chunk] = []
         for chunk in _chunks(iter(params), INPUT_CHUNK):
             total += len(chunk)
-            fresh, chunk_todo, found, lost = _plan_chunk(core, chunk, seen)
-            order.extend(fresh)
-            todo.update(chunk_todo)
-            records.update(found)
-            missing += lost
+            planned.append(_hash_chunk(core, chunk, seen))
+            order.extend(planned[-1].fresh)
+            if not held:
+                missing += _look_up(core, planned, todo, records)
+                planned = []
+        missing += _look_up(core, planned, todo, records)
+        del planned
     _say_lost(missing)
     cached = len(records)
     run = _Run(core, records, progress=progress, total=len(order))
@@ -163,8 +171,12 @@ def _stream(
         for chunk in _chunks(iter(params), INPUT_CHUNK):
             total += len(chunk)
             run.mark = core.index.change_mark()  # before the chunk's lookups
+            todo: dict[str, Point] = {}
+            found: dict[str, Any] = {}
             with _gc_paused():
-                fresh, todo, found, lost = _plan_chunk(core, chunk, seen)
+                planned = _hash_chunk(core, chunk, seen)
+                lost = _look_up(core, [planned], todo, found)
+            fresh = planned.fresh
             _say_lost(lost)
             distinct += len(fresh)
             run.records = found
@@ -196,18 +208,21 @@ def _refuse_one_dict(params: object) -> None:
         )
 
 
-def _plan_chunk(
-    core: StoreCore, chunk: list[dict[str, Any]], seen: set[str]
-) -> tuple[list[str], dict[str, Point], dict[str, Any], int]:
+class _Chunk(NamedTuple):
+    """The points of one input chunk not seen before (see ``_hash_chunk``)."""
+
+    points: list[dict[str, Any]]  # the chunk as given
+    fresh: list[str]  # the ids not seen before, in input order
+    at: list[int]  # where in the chunk each of them first came
+    prepared: dict[int, Point]  # the points validated in full, by position
+
+
+def _hash_chunk(core: StoreCore, chunk: list[dict[str, Any]], seen: set[str]) -> _Chunk:
     """Validate and hash one chunk of the input (all of it, before anything of it runs).
 
     Points of plain values are checked and hashed by ``Schema.plain_ids`` in one
     call; the others are validated in full by ``prepare`` (the first bad point
-    raises here). Only the points that will run need a ``Point``; a plain one's is
-    made without checking again (``Schema.plain_point``).
-
-    Returns (the ids not seen before, in input order; the points of those to run;
-    the cached records among them; the count of indexed points whose files are lost).
+    raises here). Ids in ``seen`` are dropped and the others added to it.
     """
     schema = core.schema
     prepare = schema.prepare
@@ -216,24 +231,40 @@ def _plan_chunk(
     assign_ids(list(prepared.values()))
     ids = [run_id or prepared[i].id for i, run_id in enumerate(plain)]
     fresh: list[str] = []
-    at: list[int] = []  # where in the chunk each fresh id first came
+    at: list[int] = []
     for i, run_id in enumerate(ids):
         if run_id not in seen:
             seen.add(run_id)
             fresh.append(run_id)
             at.append(i)
-    found, lost = core.lookup(fresh)
-    todo: dict[str, Point] = {}
-    plain_point = schema.plain_point
-    for i, run_id in zip(at, fresh, strict=True):
-        if run_id not in found:
-            point = prepared.get(i)
-            if point is None:
-                point = plain_point(chunk[i], run_id)
-            else:
-                point.id = run_id
-            todo[run_id] = point
-    return fresh, todo, found, lost
+    return _Chunk(chunk, fresh, at, prepared)
+
+
+def _look_up(
+    core: StoreCore, chunks: list[_Chunk], todo: dict[str, Point], records: dict[str, Any]
+) -> int:
+    """Look the new ids of ``chunks`` up together: the cached records go to ``records``,
+    the points to run to ``todo``. Returns the count of indexed points whose files are lost.
+
+    Only the points that will run need a ``Point``; a plain one's is made without
+    checking again (``Schema.plain_point``).
+    """
+    if not chunks:
+        return 0
+    found, lost = core.lookup([run_id for chunk in chunks for run_id in chunk.fresh])
+    records.update(found)
+    plain_point = core.schema.plain_point
+    for chunk in chunks:
+        points, prepared = chunk.points, chunk.prepared
+        for i, run_id in zip(chunk.at, chunk.fresh, strict=True):
+            if run_id not in found:
+                point = prepared.get(i)
+                if point is None:
+                    point = plain_point(points[i], run_id)
+                else:
+                    point.id = run_id
+                todo[run_id] = point
+    return lost
 
 
 def _say_lost(missing: int) -> None:

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from entropic._storage.claims import Claims
 from entropic._storage.disk import Disk, present
-from entropic._storage.index import ID_CHUNK, Index, parse_db_url
+from entropic._storage.index import Index, parse_db_url
 from entropic._storage.owner import new_owner, release_owner, take_owner
 from entropic._storage.recovery import Recovery
 from entropic._storage.runner import PointRunner, Runner
@@ -138,19 +138,12 @@ class StoreCore:
         return self.schema.identify(params)
 
     def lookup(self, run_ids: list[str]) -> tuple[dict[str, Any], int]:
-        """Cache hits among ``run_ids``, ID_CHUNK ids a query, and the count of rows without files.
+        """Cache hits among ``run_ids`` (see ``Index.find``), and the count of rows without files.
 
         A row whose result file is gone is no hit: a row must never vouch for a lost
         file, so such a point is run again.
         """
-        found: dict[str, Any] = {}
-        lost = 0
-        get_many = self.index.get_many
-        for i in range(0, len(run_ids), ID_CHUNK):
-            records, gone = get_many(run_ids[i : i + ID_CHUNK], present)
-            found.update(records)
-            lost += gone
-        return found, lost
+        return self.index.find(run_ids, present)
 
     def hit(self, run_id: str) -> Any:
         """The record of ``run_id`` if it is cached and its file is there, else None."""

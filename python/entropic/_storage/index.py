@@ -15,7 +15,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -78,6 +78,13 @@ SQLITE_SYNC_SECONDS = 10.0
 #: dialect's bound-parameter limit. The one batch size of every chunked statement; a power
 #: of two, as statements over fewer ids are padded to one (``statements.padded``).
 ID_CHUNK = 512
+#: A look-up of at least this many ids (``Index.find``) reads the whole table instead of
+#: looking the ids up, when the table holds no more rows than ids: on SQLite and
+#: PostgreSQL, reading every row costs about half of finding a stored row by its id (but
+#: more than looking for an id that is not there, hence no more rows than ids).
+SCAN_MIN_IDS = 4096
+#: Rows fetched at a time by such a read.
+SCAN_BATCH_ROWS = ID_CHUNK
 _CAUGHT = (sa.exc.StatementError, UnicodeError, OverflowError)
 
 
@@ -746,6 +753,44 @@ class Index:
             row = conn.execute(self._select_one, {"id": run_id}).first()
         return None if row is None else self.builder.build(row)
 
+    def find(self, run_ids: list[str], keep: Callable[[str], bool]) -> tuple[dict[str, Any], int]:
+        """Detached records of those of ``run_ids`` that are stored and whose result_file
+        ``keep`` accepts, and the count of the stored rows it refused.
+
+        ``ID_CHUNK`` ids a query; or, for ``SCAN_MIN_IDS`` ids or more in a table of
+        no more rows than that, one read of the whole table.
+        """
+        driver = self._select_driver
+        if driver is not None and len(run_ids) >= SCAN_MIN_IDS:
+            with self.engine.connect() as conn:
+                if driver.has_at_most(conn, len(run_ids)):
+                    return self._scan(conn, driver, set(run_ids), keep)
+        found: dict[str, Any] = {}
+        left_out = 0
+        for i in range(0, len(run_ids), ID_CHUNK):
+            records, refused = self.get_many(run_ids[i : i + ID_CHUNK], keep)
+            found.update(records)
+            left_out += refused
+        return found, left_out
+
+    def _scan(
+        self,
+        conn: Connection,
+        driver: DriverSelect,
+        wanted: set[str],
+        keep: Callable[[str], bool],
+    ) -> tuple[dict[str, Any], int]:
+        batches, processors = driver.scan(conn, SCAN_BATCH_ROWS)
+        found: dict[str, Any] = {}
+        left_out = 0
+        with closing(batches):  # the statement ends here, whatever is raised
+            for batch in batches:
+                rows = [row for row in batch if row[0] in wanted]
+                records, refused = self._kept_records(rows, processors, keep)
+                found.update(records)
+                left_out += refused
+        return found, left_out
+
     def get_many(
         self, run_ids: list[str], keep: Callable[[str], bool] | None = None
     ) -> tuple[dict[str, Any], int]:
@@ -761,6 +806,15 @@ class Index:
                 rows, processors = driver.fetch(conn, run_ids)
             else:
                 rows, processors = conn.execute(self._select_many, {"ids": run_ids}).all(), []
+        return self._kept_records(rows, processors, keep)
+
+    def _kept_records(
+        self,
+        rows: Sequence[Sequence[Any]],
+        processors: Sequence[tuple[int, Processor]],
+        keep: Callable[[str], bool] | None,
+    ) -> tuple[dict[str, Any], int]:
+        """Records by id of the ``rows`` whose result_file ``keep`` accepts; the count refused."""
         left_out = 0
         if keep is not None and rows:
             at = self.builder.result_file_at

@@ -14,7 +14,7 @@ takes SQLAlchemy's path itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import datetime
 from operator import itemgetter
 from typing import Any
@@ -221,6 +221,11 @@ class DriverSelect:
             ids = sa.bindparam("ids", type_=postgresql.ARRAY(id_column.type))
             statement = sa.select(*self.columns).where(id_column == sa.any_(ids))
             self._array_sql: str = statement.compile(dialect=dialect).string
+        table = id_column.table
+        self._scan_sql = sa.select(*self.columns).select_from(table).compile(dialect=dialect).string
+        # Counts the table's rows up to a bound: never more work than the bound.
+        upto = sa.select(sa.literal(1)).select_from(table).limit(sa.bindparam("bound"))
+        self._count = sa.select(sa.func.count()).select_from(upto.subquery())
 
     def sql(self, count: int) -> str:
         """The statement for ``count`` ids."""
@@ -250,17 +255,52 @@ class DriverSelect:
             ids = padded(ids)
             result = conn.exec_driver_sql(self.sql(len(ids)), tuple(ids))
         cursor = result.cursor
-        description = cursor.description
         # The driver's own rows (tuples), without wrapping each in a Row.
         try:
             fetched = cursor.fetchall()
+            processors = self._processors_of(cursor.description)
         finally:
             result.close()
+        return fetched, processors
+
+    def has_at_most(self, conn: Connection, rows: int) -> bool:
+        """Whether the table holds at most ``rows`` rows (counting no further than one more)."""
+        counted = conn.execute(self._count, {"bound": rows + 1}).scalar_one()
+        return int(counted) <= rows
+
+    def scan(
+        self, conn: Connection, batch: int
+    ) -> tuple[Generator[Sequence[Sequence[Any]]], list[tuple[int, Processor]]]:
+        """Every row of the table, ``batch`` at a time as the driver gives them (one
+        statement: one snapshot of the table), and their processors as ``fetch``'s.
+
+        SQLite's driver steps through the rows as they are fetched; PostgreSQL's
+        receives them all first, in its own compact form (taken only for a look-up of
+        at least as many ids, whose records take several times that memory).
+        """
+        result = conn.exec_driver_sql(self._scan_sql)
+        cursor = result.cursor
+        try:
+            processors = self._processors_of(cursor.description)
+        except BaseException:
+            result.close()
+            raise
+
+        def batches() -> Generator[Sequence[Sequence[Any]]]:
+            try:
+                while rows := cursor.fetchmany(batch):
+                    yield rows
+            finally:
+                result.close()
+
+        return batches(), processors
+
+    def _processors_of(self, description: Any) -> list[tuple[int, Processor]]:
         codes = tuple(column[1] for column in description)
         processors = self._processors.get(codes)
         if processors is None:
             processors = self._processors[codes] = self._result_processors(codes)
-        return fetched, processors
+        return processors
 
     def _result_processors(self, codes: tuple[Any, ...]) -> list[tuple[int, Processor]]:
         dialect = self.dialect
