@@ -2,13 +2,15 @@
 
 Run it as a script (it is not collected by pytest):
 
-    python benches/sweep_million.py [points] [--db URL] [--warm] [--isweep] [--keep]
+    python benches/sweep_million.py [points] [--db URL] [--warm] [--isweep | --list] [--keep]
 
 Each phase runs in a child process of its own, so that each peak is its own
 (``ru_maxrss`` is a high-water mark and never comes down):
 
-- cold: ``store.sweep(points)`` into an empty folder (``--isweep``: a loop over
-  ``store.isweep(points)`` that counts the records and keeps none);
+- cold: ``store.sweep(points)`` into an empty folder, the points from a generator
+  (``--list``: from a list, built before the baseline is taken, as a caller holds
+  it; ``--isweep``: a loop over ``store.isweep(points)`` that counts the records
+  and keeps none);
 - warm (``--warm``): the same points again, by a new process over the kept folder
   (everything cached);
 - runner alone: the same ``touch()`` called in a plain loop for the same number of
@@ -74,7 +76,9 @@ def rss_mib() -> float:
     return peak_rss_mib()
 
 
-def phase(name: str, count: int, folder: Path, db_url: str, isweep: bool) -> dict[str, Any]:
+def phase(
+    name: str, count: int, folder: Path, db_url: str, isweep: bool, as_list: bool
+) -> dict[str, Any]:
     """One phase, in this (child) process: its times and its memory."""
     if name == "runner":
         alone = folder / "alone"
@@ -85,15 +89,14 @@ def phase(name: str, count: int, folder: Path, db_url: str, isweep: bool) -> dic
             touch({"result_file": f"{alone}/{i}.bin"})
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         return {"wall": wall, "cpu": cpu, "base": base, "peak": peak_rss_mib(), "count": count}
+    given = list(points(count)) if as_list else points(count)
     with Store(
         touch, Million, results_dir=folder / "r", file_suffix=".bin", db_url=db_url
     ) as store:
         base = rss_mib()
         wall, cpu = time.perf_counter(), time.process_time()
-        if isweep:  # count the records as they come, keep none
-            got = sum(1 for _record in store.isweep(points(count)))
-        else:
-            got = len(store.sweep(points(count)))
+        # isweep: count the records as they come, keep none.
+        got = sum(1 for _record in store.isweep(given)) if isweep else len(store.sweep(given))
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         return {"wall": wall, "cpu": cpu, "base": base, "peak": peak_rss_mib(), "count": got}
 
@@ -103,6 +106,8 @@ def child(name: str, args: argparse.Namespace, folder: Path, db_url: str) -> dic
     command += ["--folder", str(folder), "--db", db_url]
     if args.isweep:
         command.append("--isweep")
+    if args.list:
+        command.append("--list")
     done = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
@@ -129,9 +134,11 @@ def main() -> None:
     parser.add_argument("points", type=int, nargs="?", default=1_000_000)
     parser.add_argument("--db", default="", help="database URL (default: SQLite in the folder)")
     parser.add_argument("--warm", action="store_true", help="sweep a second time (all cached)")
-    parser.add_argument(
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
         "--isweep", action="store_true", help="consume store.isweep(points) instead of sweep"
     )
+    which.add_argument("--list", action="store_true", help="sweep a list of the points")
     parser.add_argument("--keep", action="store_true", help="keep the folder")
     # What the children are given.
     parser.add_argument("--phase", choices=("cold", "warm", "runner"), help=argparse.SUPPRESS)
@@ -139,11 +146,12 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     if args.phase:
-        print(json.dumps(phase(args.phase, args.points, args.folder, args.db, args.isweep)))
+        got = phase(args.phase, args.points, args.folder, args.db, args.isweep, args.list)
+        print(json.dumps(got))
         return
     folder = Path(tempfile.mkdtemp(prefix="entropic-million-"))
     db_url = args.db or f"sqlite:///{folder / 'million.sqlite3'}"
-    how = "isweep" if args.isweep else "sweep"
+    how = "isweep" if args.isweep else "sweep (a list)" if args.list else "sweep"
     try:
         cold = child("cold", args, folder, db_url)
         assert cold["count"] == args.points, cold
