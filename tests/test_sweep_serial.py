@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -235,20 +236,30 @@ def test_a_sweep_of_a_whole_table_reads_it_once_and_builds_the_same_records(
 def test_a_read_of_the_whole_table_keeps_the_sweep_s_points_only_and_runs_lost_ones_again(
     store: Store[Point], scan_from_8: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store.sweep([{"a": i, "b": 0.5} for i in range(10)])
-    lost = store.sweep([{"a": 6, "b": 0.5}])[0]
-    Path(lost.result_file).unlink()
+    caplog.set_level(logging.INFO, logger="entropic")
+    first = store.sweep([{"a": i, "b": 0.5} for i in range(10)])
+    # Two files gone: a=6, swept again below, and a=0, which is not.
+    for record in (first[0], first[6]):
+        Path(record.result_file).unlink()
     reads = _reads(store)
     records = store.sweep([{"a": i, "b": 0.5} for i in range(5, 17)])  # 12 ids, 10 rows
     assert [r.a for r in records] == list(range(5, 17))
     assert _calls(store)[10:] == [hash_params({"a": a, "b": 0.5}) for a in [6, *range(10, 17)]]
-    assert "1 indexed points had lost their files" in caplog.text
     assert reads[:2] == ["count", "scan"]
-    # More rows than ids: by id.
-    del reads[:]
-    assert [r.a for r in store.sweep([{"a": i, "b": 0.5} for i in range(8)])] == list(range(8))
-    assert "scan" not in reads
-    assert len(_calls(store)) == 18
+    assert "1 indexed points had lost their files" in caplog.text
+    assert "(12 distinct): 4 cached, 8 ran" in caplog.text  # a=5, 7, 8, 9; none of a<5
+
+
+@pytest.mark.parametrize(("ids", "read"), [(17, "scan"), (16, "ids")])
+def test_a_table_is_read_whole_only_when_it_holds_no_more_rows_than_ids(
+    store: Store[Point], scan_from_8: None, ids: int, read: str
+) -> None:
+    store.sweep([{"a": i, "b": 0.5} for i in range(17)])
+    reads = _reads(store)
+    records = store.sweep([{"a": i, "b": 0.5} for i in range(ids)])
+    assert [r.a for r in records] == list(range(ids))
+    assert reads[:2] == ["count", read]
+    assert len(_calls(store)) == 17
 
 
 def test_a_read_of_the_whole_table_that_fails_leaves_no_read_open(

@@ -21,7 +21,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Iterable, Iterator, Mapping, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import contextmanager
 from itertools import islice
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -99,7 +99,8 @@ def sweep(
     mark = core.index.change_mark()  # before any lookup: see _Run._drop_done
     # The points of an input with a length (a list, say) are held by the caller: they
     # are looked up all at once, which can take one read of the whole table. Others
-    # are looked up a chunk at a time, so nothing of the input is kept.
+    # are looked up a chunk at a time, so nothing of the input is kept; so are the
+    # chunks holding points validated in full (their Points take more memory).
     held = isinstance(params, Sized)
     records: dict[str, Any] = {}
     missing = 0
@@ -109,7 +110,7 @@ def sweep(
             total += len(chunk)
             planned.append(_hash_chunk(core, chunk, seen))
             order.extend(planned[-1].fresh)
-            if not held:
+            if not held or planned[-1].prepared:
                 missing += _look_up(core, planned, todo, records)
                 planned = []
         missing += _look_up(core, planned, todo, records)
@@ -209,11 +210,11 @@ def _refuse_one_dict(params: object) -> None:
 
 
 class _Chunk(NamedTuple):
-    """The points of one input chunk not seen before (see ``_hash_chunk``)."""
+    """One input chunk, hashed: its ids not seen before and what makes their points."""
 
     points: list[dict[str, Any]]  # the chunk as given
     fresh: list[str]  # the ids not seen before, in input order
-    at: list[int]  # where in the chunk each of them first came
+    at: Sequence[int]  # where in the chunk each of them first came
     prepared: dict[int, Point]  # the points validated in full, by position
 
 
@@ -237,7 +238,8 @@ def _hash_chunk(core: StoreCore, chunk: list[dict[str, Any]], seen: set[str]) ->
             seen.add(run_id)
             fresh.append(run_id)
             at.append(i)
-    return _Chunk(chunk, fresh, at, prepared)
+    # Without duplicates, where each came is its place: held as a range, not a list.
+    return _Chunk(chunk, fresh, range(len(chunk)) if len(at) == len(chunk) else at, prepared)
 
 
 def _look_up(

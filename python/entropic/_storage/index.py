@@ -15,7 +15,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -80,8 +80,9 @@ SQLITE_SYNC_SECONDS = 10.0
 ID_CHUNK = 512
 #: A look-up of at least this many ids (``Index.find``) reads the whole table instead of
 #: looking the ids up, when the table holds no more rows than ids: on SQLite and
-#: PostgreSQL, reading every row costs about half of finding a stored row by its id (but
-#: more than looking for an id that is not there, hence no more rows than ids).
+#: PostgreSQL, reading every row costs about half of finding a stored row by its id. It
+#: costs more than looking for an id that is not there: when none of the ids is stored,
+#: the read costs up to about twice the look-up by id.
 SCAN_MIN_IDS = 4096
 #: Rows fetched at a time by such a read.
 SCAN_BATCH_ROWS = ID_CHUNK
@@ -464,7 +465,7 @@ class Index:
             METADATA.create_all(engine, checkfirst=True)
 
     def _compile_driver_statements(self, engine: Engine) -> None:
-        """The writes and the lookup by id compiled for this engine's driver (see statements)."""
+        """The writes and the look-ups compiled for this engine's driver (see statements)."""
         keys = frozenset(column.key for column in self.table.columns)
         dialect = engine.dialect
         # create_engine gave SQLite sqlite_json_bind: JSON dicts are written by it directly.
@@ -780,10 +781,9 @@ class Index:
         wanted: set[str],
         keep: Callable[[str], bool],
     ) -> tuple[dict[str, Any], int]:
-        batches, processors = driver.scan(conn, SCAN_BATCH_ROWS)
         found: dict[str, Any] = {}
         left_out = 0
-        with closing(batches):  # the statement ends here, whatever is raised
+        with driver.scan(conn, SCAN_BATCH_ROWS) as (batches, processors):
             for batch in batches:
                 rows = [row for row in batch if row[0] in wanted]
                 records, refused = self._kept_records(rows, processors, keep)

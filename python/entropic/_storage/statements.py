@@ -14,7 +14,8 @@ takes SQLAlchemy's path itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from operator import itemgetter
 from typing import Any
@@ -200,7 +201,8 @@ def compile_write(
 
 
 class DriverSelect:
-    """``SELECT columns FROM table WHERE id IN (ids)``, values through their result processors."""
+    """``SELECT columns FROM table WHERE id IN (ids)``, or of every row (``scan``), values
+    through their result processors."""
 
     def __init__(
         self,
@@ -223,7 +225,8 @@ class DriverSelect:
             self._array_sql: str = statement.compile(dialect=dialect).string
         table = id_column.table
         self._scan_sql = sa.select(*self.columns).select_from(table).compile(dialect=dialect).string
-        # Counts the table's rows up to a bound: never more work than the bound.
+        # Counts the table's rows up to a bound: never more work than the bound. Run
+        # through SQLAlchemy (once per look-up, not per row).
         upto = sa.select(sa.literal(1)).select_from(table).limit(sa.bindparam("bound"))
         self._count = sa.select(sa.func.count()).select_from(upto.subquery())
 
@@ -268,32 +271,25 @@ class DriverSelect:
         counted = conn.execute(self._count, {"bound": rows + 1}).scalar_one()
         return int(counted) <= rows
 
+    @contextmanager
     def scan(
         self, conn: Connection, batch: int
-    ) -> tuple[Generator[Sequence[Sequence[Any]]], list[tuple[int, Processor]]]:
+    ) -> Iterator[tuple[Iterator[Sequence[Sequence[Any]]], list[tuple[int, Processor]]]]:
         """Every row of the table, ``batch`` at a time as the driver gives them (one
         statement: one snapshot of the table), and their processors as ``fetch``'s.
+        The statement ends when the ``with`` block does, however it ends.
 
         SQLite's driver steps through the rows as they are fetched; PostgreSQL's
         receives them all first, in its own compact form (taken only for a look-up of
         at least as many ids, whose records take several times that memory).
         """
         result = conn.exec_driver_sql(self._scan_sql)
-        cursor = result.cursor
         try:
+            cursor = result.cursor
             processors = self._processors_of(cursor.description)
-        except BaseException:
+            yield iter(lambda: cursor.fetchmany(batch), []), processors
+        finally:
             result.close()
-            raise
-
-        def batches() -> Generator[Sequence[Sequence[Any]]]:
-            try:
-                while rows := cursor.fetchmany(batch):
-                    yield rows
-            finally:
-                result.close()
-
-        return batches(), processors
 
     def _processors_of(self, description: Any) -> list[tuple[int, Processor]]:
         codes = tuple(column[1] for column in description)
@@ -321,7 +317,8 @@ def compile_select(
     dialect: Dialect,
     json_result: Processor | None = None,
 ) -> DriverSelect | None:
-    """A DriverSelect of ``columns`` by id, or None where the driver path is not used.
+    """A DriverSelect of ``columns`` (by id, or of every row), or None where the driver
+    path is not used.
 
     ``json_result``, if given, reads JSON columns instead of their type's result
     processor: it must give exactly what that processor gives.
