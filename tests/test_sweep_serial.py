@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ from entropic import (
     mapped_column,
 )
 from entropic._storage.index import ID_CHUNK as LOOKUP_CHUNK
+from entropic._storage.statements import compile_select
+from entropic.models import utcnow
 
 
 class Point(Base):
@@ -292,6 +296,42 @@ def test_a_read_of_the_whole_table_that_fails_leaves_no_read_open(
         finally:
             other.dispose()
         assert busy == 0
+
+
+class _TupleCursor(sqlite3.Cursor):
+    """An SQLite cursor whose ``fetchmany`` gives a tuple, as pg8000's does."""
+
+    def fetchmany(self, size: int | None = 1) -> Any:
+        return tuple(super().fetchmany(size))
+
+
+class _TupleConnection(sqlite3.Connection):
+    def cursor(self, factory: Any = _TupleCursor) -> Any:
+        return super().cursor(factory)
+
+
+def test_a_read_of_the_whole_table_ends_with_a_driver_that_fetches_tuples(
+    tmp_path: Path,
+) -> None:
+    # The read stops at the first empty batch, a tuple as well as a list.
+    path = tmp_path / "tuples.sqlite3"
+    engine = sa.create_engine(
+        "sqlite://", creator=lambda: sqlite3.connect(path, factory=_TupleConnection)
+    )
+    table = Point.__table__
+    rows = [{"id": f"{a:016x}", "result_file": "x", "a": a, "b": 0.5} for a in range(3)]
+    try:
+        table.create(engine)
+        with engine.begin() as conn:
+            conn.execute(sa.insert(table), [{**row, "created_at": utcnow()} for row in rows])
+        driver = compile_select(list(table.columns), table.c.id, engine.dialect)
+        assert driver is not None
+        with engine.connect() as conn, driver.scan(conn, 2) as (batches, _processors):
+            got = list(islice(batches, 5))
+    finally:
+        engine.dispose()
+    assert [type(batch) for batch in got] == [tuple, tuple]
+    assert [[row[4] for row in batch] for batch in got] == [[0, 1], [2]]
 
 
 def test_explicit_ids_in_a_sweep(store: Store[Point]) -> None:

@@ -284,10 +284,15 @@ class DriverSelect:
         at least as many ids, whose records take several times that memory).
         """
         result = conn.exec_driver_sql(self._scan_sql)
+        cursor = result.cursor
+
+        def batches() -> Iterator[Sequence[Sequence[Any]]]:
+            # Until an empty batch, whatever its type: pg8000 gives tuples, not lists.
+            while rows := cursor.fetchmany(batch):
+                yield rows
+
         try:
-            cursor = result.cursor
-            processors = self._processors_of(cursor.description)
-            yield iter(lambda: cursor.fetchmany(batch), []), processors
+            yield batches(), self._processors_of(cursor.description)
         finally:
             result.close()
 
