@@ -400,6 +400,16 @@ class ChangeMark(NamedTuple):
     own: dict[str, int]
 
 
+def _merged(parts: Iterable[tuple[dict[str, Any], int]]) -> tuple[dict[str, Any], int]:
+    """The records and the counts of refused rows of ``parts``, taken together."""
+    found: dict[str, Any] = {}
+    left_out = 0
+    for records, refused in parts:
+        found.update(records)
+        left_out += refused
+    return found, left_out
+
+
 class Index:
     """The rows of one table in one database, through one engine per process.
 
@@ -766,13 +776,9 @@ class Index:
             with self.engine.connect() as conn:
                 if driver.has_at_most(conn, len(run_ids)):
                     return self._scan(conn, driver, set(run_ids), keep)
-        found: dict[str, Any] = {}
-        left_out = 0
-        for i in range(0, len(run_ids), ID_CHUNK):
-            records, refused = self.get_many(run_ids[i : i + ID_CHUNK], keep)
-            found.update(records)
-            left_out += refused
-        return found, left_out
+        return _merged(
+            self.get_many(run_ids[i : i + ID_CHUNK], keep) for i in range(0, len(run_ids), ID_CHUNK)
+        )
 
     def _scan(
         self,
@@ -781,15 +787,11 @@ class Index:
         wanted: set[str],
         keep: Callable[[str], bool],
     ) -> tuple[dict[str, Any], int]:
-        found: dict[str, Any] = {}
-        left_out = 0
         with driver.scan(conn, SCAN_BATCH_ROWS) as (batches, processors):
-            for batch in batches:
-                rows = [row for row in batch if row[0] in wanted]
-                records, refused = self._kept_records(rows, processors, keep)
-                found.update(records)
-                left_out += refused
-        return found, left_out
+            return _merged(
+                self._kept_records([row for row in batch if row[0] in wanted], processors, keep)
+                for batch in batches
+            )
 
     def get_many(
         self, run_ids: list[str], keep: Callable[[str], bool] | None = None
