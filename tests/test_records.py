@@ -26,6 +26,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import instance_state
 
+import entropic._storage.index
 from entropic import Base, Mapped, Store
 from entropic._storage.codec import loads as json_loads
 from entropic._storage.index import create_engine, sqlite_json_result
@@ -99,6 +100,53 @@ def test_every_record_tracks_changes_to_its_custom_data_in_a_session(
             again = store.retrieve({"n": 1})
             assert again is not None
             assert again.custom_data[path] is True, path
+
+
+def _state_of(record: Any) -> dict[str, Any]:
+    """Everything an instance state holds, its weak reference as what it points to."""
+    state = instance_state(record)
+    held = {}
+    for name in type(state).__slots__:
+        if hasattr(state, name):
+            value = getattr(state, name)
+            held[name] = value() if name == "obj" else value
+    return held
+
+
+def test_records_made_in_line_are_what_new_instance_makes(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The in-line path is taken for entropic's models; a store told the instrumentation
+    # is not the default one (no _Making) builds through new_instance instead.
+    with Store(_write, Tracked, results_dir=tmp_path / "r", db_url=db_url) as store:
+        store.sweep([{"n": 1, "custom_data": {"k": 0}}, {"n": 2}])
+        assert store._core.index.builder._making is not None
+        in_line = store.sweep([{"n": 1}, {"n": 2}])
+        monkeypatch.setattr(entropic._storage.index, "_making_of", lambda _manager: None)
+        del store._core.index.builder._making  # worked out again, now without it
+        made = store.sweep([{"n": 1}, {"n": 2}])
+        assert store._core.index.builder._making is None
+        for a, b in zip(in_line, made, strict=True):
+            assert type(a) is type(b)
+            assert vars(a).keys() == vars(b).keys()
+            assert {k: v for k, v in vars(a).items() if k != "_sa_instance_state"} == {
+                k: v for k, v in vars(b).items() if k != "_sa_instance_state"
+            }
+            state_a, state_b = _state_of(a), _state_of(b)
+            assert state_a.pop("obj") is a
+            assert state_b.pop("obj") is b
+            assert state_a == state_b
+            assert instance_state(a).detached
+            with Session(store.engine) as session:
+                session.add(a)
+                a.custom_data["again"] = True
+                a.n = a.n  # an assignment of the same value changes nothing
+                assert a in session.dirty
+                session.commit()
+        for n in (1, 2):
+            again = store.retrieve({"n": n})
+            assert again is not None
+            assert again.custom_data["again"] is True
 
 
 def test_loaded_custom_data_shared_with_another_record_marks_both(
