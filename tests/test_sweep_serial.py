@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 import entropic._storage.core
+import entropic._storage.disk
 import entropic._storage.index
 import entropic.sweep
 from entropic import (
@@ -25,6 +26,7 @@ from entropic import (
     hash_params,
     mapped_column,
 )
+from entropic._storage.disk import Disk, present
 from entropic._storage.index import ID_CHUNK as LOOKUP_CHUNK
 from entropic._storage.statements import compile_select
 from entropic.models import utcnow
@@ -254,6 +256,58 @@ def test_a_read_of_the_whole_table_keeps_the_sweep_s_points_only_and_runs_lost_o
     assert "(12 distinct): 4 cached, 8 ran" in caplog.text  # a=5, 7, 8, 9; none of a<5
 
 
+def _looks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The result files looked at one by one (``present``), from now on."""
+    looked: list[str] = []
+
+    def looking(path: str) -> bool:
+        looked.append(path)
+        return present(path)
+
+    monkeypatch.setattr(entropic._storage.disk, "present", looking)
+    return looked
+
+
+def test_a_read_of_the_whole_table_lists_the_folder_and_answers_as_a_look_at_each_file(
+    store: Store[Point], scan_from_8: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    points = [{"a": i, "b": 0.5} for i in range(10)]
+    files = [Path(r.result_file) for r in store.sweep(points)]
+    inside = files[0].parent / "kept"
+    inside.mkdir()
+    (inside / "file").write_text("x")
+    files[0].unlink()
+    files[0].symlink_to(tmp_path / "nowhere")  # a dangling link: lost
+    files[1].unlink()
+    files[1].symlink_to(inside / "file")  # a link to a file: there, as present says
+    files[2].unlink()
+    files[2].mkdir()  # something there, as present says
+    files[3].unlink()  # lost
+    looked = _looks(monkeypatch)
+    reads = _reads(store)
+    records = store.sweep(points)
+    assert reads[:2] == ["count", "scan"]
+    assert [r.a for r in records] == list(range(10))
+    assert _calls(store)[10:] == [hash_params(points[0]), hash_params(points[3])]
+    # Only what the listing did not show as a regular file was looked at on its own.
+    assert sorted(looked) == sorted(str(f) for f in files[:4])
+
+
+def test_a_folder_of_many_more_entries_than_ids_is_not_listed(
+    store: Store[Point], scan_from_8: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    points = [{"a": i, "b": 0.5} for i in range(10)]
+    files = [Path(r.result_file) for r in store.sweep(points)]
+    for i in range(2 * len(points)):
+        (files[0].parent / f"other-{i}").write_text("x")
+    looked = _looks(monkeypatch)
+    reads = _reads(store)
+    assert [r.a for r in store.sweep(points)] == list(range(10))
+    assert reads[:2] == ["count", "scan"]
+    assert sorted(looked) == sorted(str(f) for f in files)
+    assert len(_calls(store)) == 10
+
+
 @pytest.mark.parametrize(("ids", "read"), [(17, "scan"), (16, "ids")])
 def test_a_table_is_read_whole_only_when_it_holds_no_more_rows_than_ids(
     store: Store[Point], scan_from_8: None, ids: int, read: str
@@ -283,7 +337,7 @@ def test_a_read_of_the_whole_table_that_fails_leaves_no_read_open(
                 raise OSError("the disk went away")
             return True
 
-        monkeypatch.setattr(entropic._storage.core, "present", failing)
+        monkeypatch.setattr(Disk, "present_many", lambda _disk, _count: failing)
         with pytest.raises(OSError, match="went away") as failed:
             store.sweep(points)
         assert failed.traceback  # kept, with every frame it holds

@@ -822,17 +822,26 @@ class Index:
             row = conn.execute(self._select_one, {"id": run_id}).first()
         return None if row is None else self.builder.build(row)
 
-    def find(self, run_ids: list[str], keep: Callable[[str], bool]) -> tuple[dict[str, Any], int]:
+    def find(
+        self,
+        run_ids: list[str],
+        keep: Callable[[str], bool],
+        keep_many: Callable[[int], Callable[[str], bool]] | None = None,
+    ) -> tuple[dict[str, Any], int]:
         """Detached records of those of ``run_ids`` that are stored and whose result_file
         ``keep`` accepts, and the count of the stored rows it refused.
 
         ``ID_CHUNK`` ids a query; or, for ``SCAN_MIN_IDS`` ids or more in a table of
-        no more rows than that, one read of the whole table.
+        no more rows than that, one read of the whole table. That read asks
+        ``keep_many(len(run_ids))`` for a ``keep`` that answers as ``keep`` does, for
+        many result files at once.
         """
         driver = self._select_driver
         if driver is not None and len(run_ids) >= SCAN_MIN_IDS:
             with self.engine.connect() as conn:
                 if driver.has_at_most(conn, len(run_ids)):
+                    if keep_many is not None:
+                        keep = keep_many(len(run_ids))
                     return self._scan(conn, driver, set(run_ids), keep)
         return _merged(
             self.get_many(run_ids[i : i + ID_CHUNK], keep) for i in range(0, len(run_ids), ID_CHUNK)
