@@ -273,6 +273,11 @@ def test_a_read_of_the_whole_table_lists_the_folder_and_answers_as_a_look_at_eac
 ) -> None:
     points = [{"a": i, "b": 0.5} for i in range(10)]
     files = [Path(r.result_file) for r in store.sweep(points)]
+    shared = files[0].parent / "shared.bin"  # one file two rows point at
+    shared.write_text("x")
+    extra = [{"a": 10, "b": 0.5}, {"a": 11, "b": 0.5}]
+    for params in extra:
+        store.register(params, shared)
     inside = files[0].parent / "kept"
     inside.mkdir()
     (inside / "file").write_text("x")
@@ -285,12 +290,13 @@ def test_a_read_of_the_whole_table_lists_the_folder_and_answers_as_a_look_at_eac
     files[3].unlink()  # lost
     looked = _looks(monkeypatch)
     reads = _reads(store)
-    records = store.sweep(points)
+    records = store.sweep(points + extra)
     assert reads[:2] == ["count", "scan"]
-    assert [r.a for r in records] == list(range(10))
+    assert [r.a for r in records] == list(range(12))
     assert _calls(store)[10:] == [hash_params(points[0]), hash_params(points[3])]
-    # Only what the listing did not show as a regular file was looked at on its own.
-    assert sorted(looked) == sorted(str(f) for f in files[:4])
+    # Only what the listing did not show as a regular file was looked at on its own,
+    # and a file asked for again (the listing answers once for each).
+    assert sorted(looked) == sorted([str(shared)] + [str(f) for f in files[:4]])
 
 
 def test_a_folder_of_many_more_entries_than_ids_is_not_listed(

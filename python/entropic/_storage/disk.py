@@ -349,11 +349,12 @@ class Disk:
         could cost more than it saves): each path is looked at.
         """
         limit = 2 * count
-        prefix = f"{self._root}{os.sep}"
         try:
-            with os.scandir(self._root) as entries:
+            # Listed by its name with a separator last, each entry's path is spelled as
+            # result_file spells it: results_dir, the separator, the name.
+            with os.scandir(f"{self._root}{os.sep}") as entries:
                 files = {
-                    prefix + entry.name
+                    entry.path
                     for entry in islice(entries, limit)
                     if entry.is_file(follow_symlinks=False)
                 }
@@ -363,7 +364,13 @@ class Disk:
             return present
 
         def check(path: str) -> bool:
-            return path in files or present(path)
+            # A path is taken out once answered: its text is freed as the records are
+            # built, and a path asked for again is looked at on its own.
+            try:
+                files.remove(path)
+            except KeyError:
+                return present(path)
+            return True
 
         return check
 
