@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -299,19 +303,76 @@ def test_a_read_of_the_whole_table_lists_the_folder_and_answers_as_a_look_at_eac
     assert sorted(looked) == sorted([str(shared)] + [str(f) for f in files[:4]])
 
 
-def test_a_folder_of_many_more_entries_than_ids_is_not_listed(
-    store: Store[Point], scan_from_8: None, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("others", "listed"), [(9, True), (10, False)])
+def test_a_folder_of_more_than_twice_as_many_entries_as_ids_is_not_listed(
+    store: Store[Point],
+    scan_from_8: None,
+    monkeypatch: pytest.MonkeyPatch,
+    others: int,
+    listed: bool,
 ) -> None:
     points = [{"a": i, "b": 0.5} for i in range(10)]
     files = [Path(r.result_file) for r in store.sweep(points)]
-    for i in range(2 * len(points)):
+    # 10 result files, .entropic, and the others: 20 entries are listed, 21 are not.
+    for i in range(others):
         (files[0].parent / f"other-{i}").write_text("x")
     looked = _looks(monkeypatch)
     reads = _reads(store)
     assert [r.a for r in store.sweep(points)] == list(range(10))
     assert reads[:2] == ["count", "scan"]
-    assert sorted(looked) == sorted(str(f) for f in files)
+    assert sorted(looked) == ([] if listed else sorted(str(f) for f in files))
     assert len(_calls(store)) == 10
+
+
+def _answers_as(uid: int | None, folder: Path, paths: list[str]) -> list[list[bool]]:
+    """[present_many's answer, present's] for each of ``paths``, in a child as ``uid``."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read)
+            if uid is not None:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+            check = Disk(folder, ".bin", readonly=True).present_many(len(paths))
+            answers = [[check(path), present(path)] for path in paths]
+            os.write(write, json.dumps(answers).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        out = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def test_a_folder_access_cannot_look_into_is_not_listed(tmp_path: Path) -> None:
+    # Listing a folder takes read permission; looking at a path in it takes search
+    # permission too: without it, present says no, and so must the listing.
+    as_other = os.geteuid() == 0  # root may search any folder: ask as nobody
+    # ...in a folder of its own that nobody can get to (pytest's are its owner's only).
+    base = Path(tempfile.mkdtemp(prefix="entropic-perm-")) if as_other else tmp_path
+    base.chmod(0o755)
+    try:
+        results = base / "results"
+        results.mkdir()
+        paths = [str(results / f"{i}.bin") for i in range(3)]
+        for path in paths:
+            Path(path).write_text("x")
+        assert _answers_as(65534 if as_other else None, results, paths) == [[True, True]] * 3
+        results.chmod(0o744 if as_other else 0o644)
+        try:
+            answers = _answers_as(65534 if as_other else None, results, paths)
+        finally:
+            results.chmod(0o755)
+        assert answers == [[False, False]] * 3
+    finally:
+        if base != tmp_path:
+            shutil.rmtree(base)
 
 
 @pytest.mark.parametrize(("ids", "read"), [(17, "scan"), (16, "ids")])

@@ -67,8 +67,10 @@ FOLDERS = ("quarantine", "sidecars", "journal", "aside", "tmp")
 RESULT_GONE = "its result file is gone"
 #: Half-written files in tmp older than this belong to a process that died.
 TMP_MAX_AGE_SECONDS = 600.0
-#: File names are limited to 255 bytes on the filesystems entropic runs on.
+#: File names are limited to 255 bytes on the filesystems entropic runs on...
 NAME_MAX = 255
+#: ...and paths to 4,096 (Linux's limit, its terminating NUL included).
+PATH_MAX = 4096
 #: A quarantined file's name, in bytes: its reason file adds REASON_SUFFIX.
 QUARANTINE_NAME_MAX = NAME_MAX - len(REASON_SUFFIX)
 
@@ -344,11 +346,19 @@ class Disk:
 
         A path the listing does not hold (a file made since, a symlink, anything not
         spelled as ``result_file`` spells it) is looked at on its own, so an answer is
-        never "no" where ``present`` would say "yes". A folder of more than twice
-        ``count`` entries, or one that cannot be listed, is not listed (listing it
-        could cost more than it saves): each path is looked at.
+        never "no" where ``present`` would say "yes"; nor "yes" where it would say
+        "no" when asked: a folder ``access`` could not look into (no search
+        permission for the real user, a path too long for a name to fit) is not
+        listed. Nor is a folder of more than twice ``count`` entries (listing it
+        could cost more than it saves), or one that cannot be listed: each path is
+        looked at. A file removed after the listing still counts, as one removed
+        just after its own look would.
         """
         limit = 2 * count
+        if len(os.fsencode(self._root)) + 1 + NAME_MAX >= PATH_MAX or not os.access(
+            self._root, os.X_OK
+        ):
+            return present
         try:
             # Listed by its name with a separator last, each entry's path is spelled as
             # result_file spells it: results_dir, the separator, the name.
