@@ -149,6 +149,34 @@ def test_records_made_in_line_are_what_new_instance_makes(
             assert again.custom_data["again"] is True
 
 
+class Audited(Base):
+    """A model whose own ``__setattr__`` sees every attribute set on it."""
+
+    __tablename__ = "records_audited"
+
+    n: Mapped[int]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        SET.append(name)
+        super().__setattr__(name, value)
+
+
+SET: list[str] = []
+
+
+def test_a_model_with_its_own_setattr_gets_its_records_from_new_instance(
+    db_url: str, tmp_path: Path
+) -> None:
+    # new_instance assigns the state as an attribute: the model's __setattr__ sees it.
+    with Store(_write, Audited, results_dir=tmp_path / "r", db_url=db_url) as store:
+        store.sweep([{"n": 1}, {"n": 2}])
+        SET.clear()
+        records = store.sweep([{"n": 1}, {"n": 2}])
+        assert store._core.index.builder._making is None
+        assert SET.count("_sa_instance_state") == len(records) == 2
+        assert [r.n for r in records] == [1, 2]
+
+
 def test_loaded_custom_data_shared_with_another_record_marks_both(
     db_url: str, tmp_path: Path
 ) -> None:

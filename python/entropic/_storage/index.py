@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import ClassManager
 from sqlalchemy.orm.attributes import instance_dict, instance_state
 from sqlalchemy.pool import StaticPool
 
@@ -412,13 +413,23 @@ class _Making(NamedTuple):
 
 def _making_of(manager: Any) -> _Making | None:
     """The ``_Making`` of ``manager``'s records, if doing it in line gives what
-    ``new_instance`` gives and what SQLAlchemy's accessors read; else None."""
+    ``new_instance`` gives and what SQLAlchemy's accessors read; else None.
+
+    Only SQLAlchemy's own class manager qualifies (custom instrumentation brings its
+    own), for a model that keeps ``object.__setattr__`` (``new_instance`` assigns the
+    state as an attribute: a model's own ``__setattr__`` would see it) and no class
+    attribute of the state's name.
+    """
+    cls = manager.class_
+    if type(manager) is not ClassManager or cls.__setattr__ is not object.__setattr__:
+        return None
     made = manager.new_instance()
     state = instance_state(made)
     held = instance_dict(made)
     names = [name for name, value in held.items() if value is state]
-    cls = manager.class_
     if type(made) is not cls or held is not vars(made) or len(held) != 1 or len(names) != 1:
+        return None
+    if hasattr(cls, names[0]):
         return None
     making = _Making(cls, type(state), names[0])
     try:
@@ -432,7 +443,7 @@ def _making_of(manager: Any) -> _Making | None:
             and new.manager is state.manager
             and new.class_ is state.class_
         )
-    except Exception:  # a constructor that takes other arguments: not the default one
+    except Exception:  # a state class whose constructor takes other arguments
         return None
     return making if same else None
 
