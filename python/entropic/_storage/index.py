@@ -386,10 +386,11 @@ class RecordBuilder:
     @cached_property
     def _making(self) -> _Making | None:
         """How ``new_instance`` makes a record, when the model keeps SQLAlchemy's default
-        instrumentation: a bare instance holding its new state in its ``__dict__``,
-        which is where ``instance_dict`` reads its attributes. Building records that
-        way in line costs a fifth less. None (use ``new_instance``) for any other
-        instrumentation; worked out once, on a record made both ways.
+        instrumentation and ``object.__setattr__``: a bare instance holding its new
+        state in its ``__dict__``, which is where ``instance_dict`` reads its
+        attributes. Building records that way in line costs a fifth less. None (use
+        ``new_instance``) otherwise (``_making_of``); worked out once, on a record
+        made both ways.
         """
         return _making_of(self.manager)
 
