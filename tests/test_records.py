@@ -26,10 +26,11 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import instance_state
 
-import entropic._storage.index
+import entropic._storage.records
 from entropic import Base, Mapped, Store
 from entropic._storage.codec import loads as json_loads
 from entropic._storage.index import create_engine, sqlite_json_result
+from entropic._storage.records import _maker_source
 from entropic.models import CustomData, tracks_only_custom_data
 
 
@@ -103,29 +104,43 @@ def test_every_record_tracks_changes_to_its_custom_data_in_a_session(
 
 
 def _state_of(record: Any) -> dict[str, Any]:
-    """Everything an instance state holds, its weak reference as what it points to."""
+    """Everything an instance state holds: its weak reference to the record as the
+    record, and whether the state itself is weakly referred to."""
     state = instance_state(record)
     held = {}
     for name in type(state).__slots__:
         if hasattr(state, name):
             value = getattr(state, name)
-            held[name] = value() if name == "obj" else value
+            if name == "obj":
+                held[name] = value()
+            elif name == "__weakref__":  # whether anything refers to the state weakly
+                held[name] = value is not None
+            else:
+                held[name] = value
     return held
 
 
+@pytest.mark.parametrize("model", [Tracked, Listened])
 def test_records_made_in_line_are_what_new_instance_makes(
-    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: type[Tracked | Listened]
 ) -> None:
-    # The in-line path is taken for entropic's models; a store told the instrumentation
-    # is not the default one (no _Making) builds through new_instance instead.
-    with Store(_write, Tracked, results_dir=tmp_path / "r", db_url=db_url) as store:
-        store.sweep([{"n": 1, "custom_data": {"k": 0}}, {"n": 2}])
+    # The in-line path (a loop written for the model) is taken for entropic's models; a
+    # store told the instrumentation is not the default one (no _Making) builds
+    # through new_instance instead. Listened's load listener takes the dispatched path.
+    with Store(_write, model, results_dir=tmp_path / "r", db_url=db_url) as store:
+        # Records from the rows just written, from a look-up by id (the driver's
+        # rows and processors) and from find (SQLAlchemy's rows).
+        written = store.sweep([{"n": 1, "custom_data": {"k": 0}}, {"n": 2}])
         assert store._core.index.builder._making is not None
-        in_line = store.sweep([{"n": 1}, {"n": 2}])
-        monkeypatch.setattr(entropic._storage.index, "_making_of", lambda _manager: None)
+        LOADED.clear()
+        in_line = [*written, *store.sweep([{"n": 1}, {"n": 2}]), *store.find()]
+        expected = [] if model is Tracked else [1, 2, 1, 2]
+        assert expected == LOADED
+        monkeypatch.setattr(entropic._storage.records, "_making_of", lambda _manager: None)
         del store._core.index.builder._making  # worked out again, now without it
-        made = store.sweep([{"n": 1}, {"n": 2}])
+        made = [*store.sweep([{"n": 1}, {"n": 2}]) * 2, *store.find()]
         assert store._core.index.builder._making is None
+        assert expected * 2 == LOADED
         for a, b in zip(in_line, made, strict=True):
             assert type(a) is type(b)
             assert vars(a).keys() == vars(b).keys()
@@ -302,3 +317,44 @@ def _sqlalchemy_json_result() -> Any:
 )
 def test_sqlite_json_columns_read_as_sqlalchemy_reads_them(value: Any) -> None:
     assert _outcome(sqlite_json_result, value) == _outcome(_sqlalchemy_json_result(), value)
+
+
+def test_a_loop_written_for_a_model_takes_its_names_as_text_never_as_code() -> None:
+    odd = ["a'b", 'c"d', "e\\nf\n", "g}h{", "__import__('os')"]
+    names = ["id", "result_file", "custom_data", *odd]
+    source = _maker_source(names, "_held", processed=(3, 2), direct=True, by_id=True)
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)
+
+    class Record:
+        pass
+
+    class State:
+        def __init__(self, record: Record, manager: str) -> None:
+            self.made = (record, manager)
+            self.key: Any = None
+
+    def loaded(data: Any, state: State) -> Any:
+        return ("loaded", data, state)
+
+    out: dict[str, Any] = {}
+    rows = [("r1", "f1", '{"k": 1}', "x", 4, 5, 6, 7), ("r2", "f2", "null", "y", 4, 5, 6, 7)]
+    make = namespace["make"]
+    make(rows, out, Record, State, "manager", "ident", None, loaded, str.upper, json_loads)
+    assert list(out) == ["r1", "r2"]
+    first, second = out["r1"], out["r2"]
+    state = vars(first)["_held"]
+    assert state.made == (first, "manager")
+    assert state.key == ("ident", ("r1",), None)
+    assert vars(first) == {
+        "_held": state,
+        "id": "r1",
+        "result_file": "f1",
+        "custom_data": ("loaded", {"k": 1}, state),
+        "a'b": "X",
+        'c"d': 4,
+        "e\\nf\n": 5,
+        "g}h{": 6,
+        "__import__('os')": 7,
+    }
+    assert vars(second)["custom_data"] is None  # null stays None, as the listener leaves it

@@ -16,18 +16,16 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from functools import cached_property
 from operator import itemgetter
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm import ClassManager
-from sqlalchemy.orm.attributes import instance_dict, instance_state
 from sqlalchemy.pool import StaticPool
 
 from entropic._storage.codec import dumps, loads
+from entropic._storage.records import RecordBuilder
 from entropic._storage.schema import Schema, refuse_drift
 from entropic._storage.statements import (
     DriverIds,
@@ -38,14 +36,13 @@ from entropic._storage.statements import (
     compile_write,
 )
 from entropic._storage.tables import CLAIMS, FAILURES, METADATA
-from entropic.models import Base, CustomData, Failure, tracks_only_custom_data
+from entropic.models import Failure
 
 __all__ = [
     "ID_CHUNK",
     "SQLITE_BUSY_TIMEOUT_MS",
     "ChangeMark",
     "Index",
-    "RecordBuilder",
     "create_engine",
     "insert_missing",
     "is_memory_sqlite",
@@ -309,146 +306,6 @@ def _generic_write(
             conn.execute(sa.insert(table).values(row))
 
 
-# -- records -------------------------------------------------------------------------------
-
-
-class RecordBuilder:
-    """Builds detached, fully loaded records from column values without the ORM's constructor.
-
-    What a closed Session leaves behind, at a fraction of the cost of ``Model(**values)``
-    plus ``make_transient_to_detached``: a new instance state holding every attribute
-    as its committed value, an identity key, and the ``load`` event fired so that
-    ``custom_data`` becomes the usual change-tracking ``MutableDict``. When that
-    tracking is the model's only load listener, the builder does what it does
-    directly, which costs a third of the dispatch.
-    """
-
-    def __init__(self, model: type[Base], attrs: list[str]) -> None:
-        mapper = sa.inspect(model)
-        self.manager = mapper.class_manager
-        # The class identity keys name (the base of a single-table hierarchy).
-        self.identity_class = mapper.identity_key_from_primary_key((None,))[0]
-        self.attrs = attrs
-        #: Where a row holds the result_file.
-        self.result_file_at = attrs.index("result_file")
-        self.load = self.manager.dispatch.load
-        # The load listeners last seen, and whether they are only custom_data's tracking.
-        self._seen: tuple[Any, ...] | None = None
-        self._direct = False
-
-    def build(self, values: Sequence[Any]) -> Any:
-        return self.build_many([values])[0]
-
-    def build_many(
-        self, rows: Iterable[Sequence[Any]], processors: Sequence[tuple[int, Processor]] = ()
-    ) -> list[Any]:
-        """One record per row of column values (in ``attrs`` order).
-
-        ``processors`` turn the values at their positions into Python values first
-        (rows as the driver gives them; see ``DriverSelect.fetch``).
-        """
-        manager = self.manager
-        new_instance = manager.new_instance
-        attrs = self.attrs
-        identity_class = self.identity_class
-        convert = [(attrs[i], i, processor) for i, processor in processors]
-        # Without other load listeners, what firing the load event would do, undispatched.
-        direct = self._tracks_only_custom_data()
-        loaded = CustomData.loaded
-        load = self.load
-        making = self._making
-        if making is not None:
-            cls, new_state, state_attr = making
-            new = cls.__new__
-        records: list[Any] = []
-        append = records.append
-        for values in rows:
-            if making is not None:  # what new_instance does, in line
-                record = new(cls)
-                state = new_state(record, manager)
-                held = record.__dict__
-                held[state_attr] = state
-            else:
-                record = new_instance()
-                state = instance_state(record)
-                held = instance_dict(record)
-            held.update(zip(attrs, values, strict=False))
-            for attr, i, processor in convert:
-                held[attr] = processor(values[i])
-            state.key = (identity_class, (values[0],), None)
-            if not direct:
-                load(state, None)
-            elif (data := held["custom_data"]) is not None:
-                held["custom_data"] = loaded(data, state)
-            append(record)
-        return records
-
-    @cached_property
-    def _making(self) -> _Making | None:
-        """How ``new_instance`` makes a record, when the model keeps SQLAlchemy's default
-        instrumentation and ``object.__setattr__``: a bare instance holding its new
-        state in its ``__dict__``, which is where ``instance_dict`` reads its
-        attributes. Building records that way in line costs a fifth less. None (use
-        ``new_instance``) otherwise (``_making_of``); worked out once, on a record
-        made both ways.
-        """
-        return _making_of(self.manager)
-
-    def _tracks_only_custom_data(self) -> bool:
-        # Listeners can be added at any time: checked on each call, worked out once per set.
-        listeners = tuple(self.load)
-        if listeners != self._seen:
-            self._direct = tracks_only_custom_data(listeners)
-            self._seen = listeners
-        return self._direct
-
-
-class _Making(NamedTuple):
-    """What ``ClassManager.new_instance`` does: ``cls.__new__(cls)``, then a ``state(record,
-    manager)`` kept in the new record's ``__dict__`` under ``state_attr``."""
-
-    cls: Any  # the model class
-    state: Callable[[Any, Any], Any]
-    state_attr: str
-
-
-def _making_of(manager: Any) -> _Making | None:
-    """The ``_Making`` of ``manager``'s records, if doing it in line gives what
-    ``new_instance`` gives and what SQLAlchemy's accessors read; else None.
-
-    Only SQLAlchemy's own class manager qualifies (custom instrumentation brings its
-    own), for a model that keeps ``object.__setattr__`` (``new_instance`` assigns the
-    state as an attribute: a model's own ``__setattr__`` would see it) and no class
-    attribute of the state's name.
-    """
-    cls = manager.class_
-    if type(manager) is not ClassManager or cls.__setattr__ is not object.__setattr__:
-        return None
-    made = manager.new_instance()
-    state = instance_state(made)
-    held = instance_dict(made)
-    names = [name for name, value in held.items() if value is state]
-    if type(made) is not cls or held is not vars(made) or len(held) != 1 or len(names) != 1:
-        return None
-    if hasattr(cls, names[0]):
-        return None
-    making = _Making(cls, type(state), names[0])
-    try:
-        record = making.cls.__new__(making.cls)
-        new = making.state(record, manager)
-        vars(record)[making.state_attr] = new
-        same = (
-            instance_state(record) is new
-            and instance_dict(record) is vars(record)
-            and new.obj() is record
-            and new.manager is state.manager
-            and new.class_ is state.class_
-        )
-    except Exception:  # a state class whose constructor takes other arguments
-        return None
-    return making if same else None
-
-
 # -- the index -----------------------------------------------------------------------------
 
 
@@ -468,16 +325,6 @@ class ChangeMark(NamedTuple):
     changes: int
     #: ...and how many of them each owner changed (``begin_write(owner=...)``).
     own: dict[str, int]
-
-
-def _merged(parts: Iterable[tuple[dict[str, Any], int]]) -> tuple[dict[str, Any], int]:
-    """The records and the counts of refused rows of ``parts``, taken together."""
-    found: dict[str, Any] = {}
-    left_out = 0
-    for records, refused in parts:
-        found.update(records)
-        left_out += refused
-    return found, left_out
 
 
 class Index:
@@ -855,9 +702,11 @@ class Index:
                     if keep_many is not None:
                         keep = keep_many(len(run_ids))
                     return self._scan(conn, driver, set(run_ids), keep)
-        return _merged(
-            self.get_many(run_ids[i : i + ID_CHUNK], keep) for i in range(0, len(run_ids), ID_CHUNK)
-        )
+        found: dict[str, Any] = {}
+        left_out = 0
+        for i in range(0, len(run_ids), ID_CHUNK):
+            left_out += self._get_into(found, run_ids[i : i + ID_CHUNK], keep)
+        return found, left_out
 
     def _scan(
         self,
@@ -866,11 +715,13 @@ class Index:
         wanted: set[str],
         keep: Callable[[str], bool],
     ) -> tuple[dict[str, Any], int]:
+        found: dict[str, Any] = {}
+        left_out = 0
         with driver.scan(conn, SCAN_BATCH_ROWS) as (batches, processors):
-            return _merged(
-                self._kept_records([row for row in batch if row[0] in wanted], processors, keep)
-                for batch in batches
-            )
+            for batch in batches:
+                rows = [row for row in batch if row[0] in wanted]
+                left_out += self._keep_into(found, rows, processors, keep)
+        return found, left_out
 
     def get_many(
         self, run_ids: list[str], keep: Callable[[str], bool] | None = None
@@ -880,6 +731,14 @@ class Index:
         With ``keep``, only the rows whose result_file it accepts become records (the
         others are never built); returns the records and the count of rows left out.
         """
+        found: dict[str, Any] = {}
+        left_out = self._get_into(found, run_ids, keep)
+        return found, left_out
+
+    def _get_into(
+        self, found: dict[str, Any], run_ids: list[str], keep: Callable[[str], bool] | None
+    ) -> int:
+        """``get_many``, its records put in ``found``; returns the count of rows left out."""
         engine = self.engine
         driver = self._select_driver
         with engine.connect() as conn:
@@ -887,15 +746,17 @@ class Index:
                 rows, processors = driver.fetch(conn, run_ids)
             else:
                 rows, processors = conn.execute(self._select_many, {"ids": run_ids}).all(), []
-        return self._kept_records(rows, processors, keep)
+        return self._keep_into(found, rows, processors, keep)
 
-    def _kept_records(
+    def _keep_into(
         self,
+        found: dict[str, Any],
         rows: Sequence[Sequence[Any]],
         processors: Sequence[tuple[int, Processor]],
         keep: Callable[[str], bool] | None,
-    ) -> tuple[dict[str, Any], int]:
-        """Records by id of the ``rows`` whose result_file ``keep`` accepts; the count refused."""
+    ) -> int:
+        """Put in ``found`` the records, by id, of the ``rows`` whose result_file ``keep``
+        accepts; returns the count it refused."""
         left_out = 0
         if keep is not None and rows:
             at = self.builder.result_file_at
@@ -906,8 +767,8 @@ class Index:
                 kept = [row for row in rows if keep(convert(row[at]))]
             left_out = len(rows) - len(kept)
             rows = kept
-        records = self.builder.build_many(rows, processors)
-        return dict(zip([row[0] for row in rows], records, strict=True)), left_out
+        self.builder.build_into(found, rows, processors)
+        return left_out
 
     def records(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         """Detached records built from rows the caller holds (read back if not exact)."""
