@@ -253,8 +253,8 @@ def _look_up(
     """
     if not chunks:
         return 0
-    found, lost = core.lookup([run_id for chunk in chunks for run_id in chunk.fresh])
-    records.update(found)
+    # Straight into records: the new ids are none of those it holds.
+    found, lost = core.lookup([run_id for chunk in chunks for run_id in chunk.fresh], records)
     plain_point = core.schema.plain_point
     for chunk in chunks:
         points, prepared = chunk.points, chunk.prepared

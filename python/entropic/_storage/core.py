@@ -137,14 +137,17 @@ class StoreCore:
     def identify(self, params: Mapping[str, Any]) -> str:
         return self.schema.identify(params)
 
-    def lookup(self, run_ids: list[str]) -> tuple[dict[str, Any], int]:
-        """Cache hits among ``run_ids`` (see ``Index.find``), and the count of rows without files.
+    def lookup(
+        self, run_ids: list[str], found: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], int]:
+        """Cache hits among ``run_ids`` by id (put in ``found`` if given, see ``Index.find``),
+        and the count of rows without files.
 
         A row whose result file is gone is no hit: a row must never vouch for a lost
         file, so such a point is run again. A look-up that reads the whole table looks at
         the files through one listing of results_dir (``Disk.present_many``).
         """
-        return self.index.find(run_ids, present, self.disk.present_many)
+        return self.index.find(run_ids, present, self.disk.present_many, found)
 
     def hit(self, run_id: str) -> Any:
         """The record of ``run_id`` if it is cached and its file is there, else None."""

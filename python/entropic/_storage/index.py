@@ -686,23 +686,26 @@ class Index:
         run_ids: list[str],
         keep: Callable[[str], bool],
         keep_many: Callable[[int], Callable[[str], bool]] | None = None,
+        found: dict[str, Any] | None = None,
     ) -> tuple[dict[str, Any], int]:
         """Detached records of those of ``run_ids`` that are stored and whose result_file
-        ``keep`` accepts, and the count of the stored rows it refused.
+        ``keep`` accepts, by id, and the count of the stored rows it refused. The records
+        are put in ``found`` if given (and it is returned), else in a new dict.
 
         ``ID_CHUNK`` ids a query; or, for ``SCAN_MIN_IDS`` ids or more in a table of
         no more rows than that, one read of the whole table. That read asks
         ``keep_many(len(run_ids))`` for a ``keep`` that answers as ``keep`` does, for
         many result files at once.
         """
+        if found is None:
+            found = {}
         driver = self._select_driver
         if driver is not None and len(run_ids) >= SCAN_MIN_IDS:
             with self.engine.connect() as conn:
                 if driver.has_at_most(conn, len(run_ids)):
                     if keep_many is not None:
                         keep = keep_many(len(run_ids))
-                    return self._scan(conn, driver, set(run_ids), keep)
-        found: dict[str, Any] = {}
+                    return found, self._scan(conn, driver, set(run_ids), keep, found)
         left_out = 0
         for i in range(0, len(run_ids), ID_CHUNK):
             left_out += self._get_into(found, run_ids[i : i + ID_CHUNK], keep)
@@ -714,14 +717,16 @@ class Index:
         driver: DriverSelect,
         wanted: set[str],
         keep: Callable[[str], bool],
-    ) -> tuple[dict[str, Any], int]:
-        found: dict[str, Any] = {}
+        found: dict[str, Any],
+    ) -> int:
+        """Put in ``found`` the kept records of the ``wanted`` ids, reading every row;
+        returns the count of rows ``keep`` refused."""
         left_out = 0
         with driver.scan(conn, SCAN_BATCH_ROWS) as (batches, processors):
             for batch in batches:
                 rows = [row for row in batch if row[0] in wanted]
                 left_out += self._keep_into(found, rows, processors, keep)
-        return found, left_out
+        return left_out
 
     def get_many(
         self, run_ids: list[str], keep: Callable[[str], bool] | None = None
