@@ -138,30 +138,39 @@ def test_records_made_in_line_are_what_new_instance_makes(
         assert expected == LOADED
         monkeypatch.setattr(entropic._storage.records, "_making_of", lambda _manager: None)
         del store._core.index.builder._making  # worked out again, now without it
-        made = [*store.sweep([{"n": 1}, {"n": 2}]) * 2, *store.find()]
+        # Six records made anew (each is changed and committed below).
+        made = [*store.sweep([{"n": 1}, {"n": 2}]), *store.sweep([{"n": 1}, {"n": 2}])]
+        made.extend(store.find())
         assert store._core.index.builder._making is None
-        assert expected * 2 == LOADED
-        for a, b in zip(in_line, made, strict=True):
+        assert expected * 2 + expected[:2] == LOADED
+        for i, (a, b) in enumerate(zip(in_line, made, strict=True)):
             assert type(a) is type(b)
-            assert vars(a).keys() == vars(b).keys()
-            assert {k: v for k, v in vars(a).items() if k != "_sa_instance_state"} == {
-                k: v for k, v in vars(b).items() if k != "_sa_instance_state"
+            assert list(vars(a)) == list(vars(b))  # the same keys, in the same order
+            values_a = {k: v for k, v in vars(a).items() if k != "_sa_instance_state"}
+            values_b = {k: v for k, v in vars(b).items() if k != "_sa_instance_state"}
+            assert values_a == values_b
+            assert {k: type(v) for k, v in values_a.items()} == {
+                k: type(v) for k, v in values_b.items()
             }
+            assert type(a.custom_data) is CustomData
             state_a, state_b = _state_of(a), _state_of(b)
             assert state_a.pop("obj") is a
             assert state_b.pop("obj") is b
             assert state_a == state_b
-            assert instance_state(a).detached
-            with Session(store.engine) as session:
-                session.add(a)
-                a.custom_data["again"] = True
-                a.n = a.n  # an assignment of the same value changes nothing
-                assert a in session.dirty
-                session.commit()
+            # Each tracks changes to its custom_data in a Session, made either way.
+            for record, mark in ((a, f"a{i}"), (b, f"b{i}")):
+                assert instance_state(record).detached
+                with Session(store.engine) as session:
+                    session.add(record)
+                    record.custom_data[mark] = True
+                    record.n = record.n  # an assignment of the same value changes nothing
+                    assert record in session.dirty
+                    session.commit()
         for n in (1, 2):
             again = store.retrieve({"n": n})
             assert again is not None
-            assert again.custom_data["again"] is True
+            # The last commit of each row wins: b's, made through new_instance.
+            assert again.custom_data[f"b{n + 3}"] is True
 
 
 class Audited(Base):
@@ -319,10 +328,18 @@ def test_sqlite_json_columns_read_as_sqlalchemy_reads_them(value: Any) -> None:
     assert _outcome(sqlite_json_result, value) == _outcome(_sqlalchemy_json_result(), value)
 
 
-def test_a_loop_written_for_a_model_takes_its_names_as_text_never_as_code() -> None:
-    odd = ["a'b", 'c"d', "e\\nf\n", "g}h{", "__import__('os')"]
+class _Shown(str):
+    """A name whose repr is code: a loop that wrote names into its source would run it."""
+
+    def __repr__(self) -> str:
+        return "__import__('sys').exit('ran')"
+
+
+def test_a_loop_written_for_a_model_holds_no_name_of_it_and_stores_each_name_given() -> None:
+    odd = ["a'b", 'c"d', "e\\nf\n", "g}h{", _Shown("shown")]
     names = ["id", "result_file", "custom_data", *odd]
-    source = _maker_source(names, "_held", processed=(3, 2), direct=True, by_id=True)
+    source = _maker_source(len(names), 2, processed=(3, 2), direct=True, by_id=True)
+    assert not any(repr(name) in source or str(name) in source for name in odd)
     namespace: dict[str, Any] = {}
     exec(source, namespace)
 
@@ -339,8 +356,9 @@ def test_a_loop_written_for_a_model_takes_its_names_as_text_never_as_code() -> N
 
     out: dict[str, Any] = {}
     rows = [("r1", "f1", '{"k": 1}', "x", 4, 5, 6, 7), ("r2", "f2", "null", "y", 4, 5, 6, 7)]
+    keys = ("_held", *names)
     make = namespace["make"]
-    make(rows, out, Record, State, "manager", "ident", None, loaded, str.upper, json_loads)
+    make(rows, out, keys, Record, State, "manager", "ident", None, loaded, str.upper, json_loads)
     assert list(out) == ["r1", "r2"]
     first, second = out["r1"], out["r2"]
     state = vars(first)["_held"]
@@ -355,6 +373,8 @@ def test_a_loop_written_for_a_model_takes_its_names_as_text_never_as_code() -> N
         'c"d': 4,
         "e\\nf\n": 5,
         "g}h{": 6,
-        "__import__('os')": 7,
+        "shown": 7,
     }
+    # The keys are the very objects given, in the order given.
+    assert all(a is b for a, b in zip(vars(first), keys, strict=True))
     assert vars(second)["custom_data"] is None  # null stays None, as the listener leaves it

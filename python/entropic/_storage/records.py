@@ -2,12 +2,14 @@
 
 ``RecordBuilder`` makes what a closed Session leaves behind without the ORM's
 constructor. For a model with SQLAlchemy's default instrumentation it makes them
-with a loop written for the model's own columns (``_maker_source``): one dict
-display per record, where a loop over the columns would cost twice as much.
+with a loop written for the model's number of columns (``_maker_source``): each
+value stored by its own statement, where updating the record's dict from pairs
+of names and values costs twice as much.
 """
 
 from __future__ import annotations
 
+import linecache
 from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property
 from typing import Any, NamedTuple
@@ -44,6 +46,7 @@ class RecordBuilder:
         self.attrs = attrs
         #: Where a row holds the result_file.
         self.result_file_at = attrs.index("result_file")
+        self.custom_data_at = attrs.index("custom_data")
         self.load = self.manager.dispatch.load
         # The load listeners last seen, and whether they are only custom_data's tracking.
         self._seen: tuple[Any, ...] | None = None
@@ -94,13 +97,14 @@ class RecordBuilder:
         key = (processed, direct, by_id)
         maker = self._makers.get(key)
         if maker is None:
-            source = _maker_source(self.attrs, making.state_attr, processed, direct, by_id)
-            namespace: dict[str, Any] = {}
-            exec(compile(source, f"<records of {making.cls.__name__}>", "exec"), namespace)
-            maker = self._makers[key] = namespace["make"]
+            maker = self._makers[key] = _compiled(
+                _maker_source(len(self.attrs), self.custom_data_at, processed, direct, by_id),
+                f"<entropic records of {making.cls.__name__}, {key}>",
+            )
         maker(
             rows,
             out,
+            (making.state_attr, *self.attrs),
             making.cls,
             making.state,
             self.manager,
@@ -118,9 +122,9 @@ class RecordBuilder:
         *,
         direct: bool,
     ) -> None:
-        """The records of ``rows`` through ``ClassManager.new_instance``, one attribute at
-        a time: for models with instrumentation of their own, and the reading of what
-        ``_maker_source``'s loop does."""
+        """The records of ``rows`` through ``ClassManager.new_instance``: for the models
+        ``_making_of`` turns away (instrumentation or a ``__setattr__`` of their own),
+        and the reading of what ``_maker_source``'s loop does."""
         new_instance = self.manager.new_instance
         attrs = self.attrs
         identity_class = self.identity_class
@@ -149,9 +153,9 @@ class RecordBuilder:
         """How ``new_instance`` makes a record, when the model keeps SQLAlchemy's default
         instrumentation and ``object.__setattr__``: a bare instance whose ``__dict__``
         holds its new state, which is where ``instance_dict`` reads its attributes.
-        Records are then made by a loop written for the model (``_maker_source``),
-        at less than half the cost. None (use ``new_instance``) otherwise
-        (``_making_of``); worked out once, on a record made both ways.
+        Records are then made by a loop written for the model's columns
+        (``_maker_source``), at less than half the cost. None (use ``new_instance``)
+        otherwise (``_making_of``); worked out once, on a record made both ways.
         """
         return _making_of(self.manager)
 
@@ -198,7 +202,7 @@ def _making_of(manager: Any) -> _Making | None:
         # As the loop of _maker_source makes it.
         record = making.cls.__new__(making.cls)
         new = making.state(record, manager)
-        record.__dict__ = {making.state_attr: new}
+        vars(record)[making.state_attr] = new
         same = (
             instance_state(record) is new
             and instance_dict(record) is vars(record)
@@ -212,46 +216,59 @@ def _making_of(manager: Any) -> _Making | None:
 
 
 def _maker_source(
-    attrs: Sequence[str],
-    state_attr: str,
+    columns: int,
+    custom_data_at: int,
     processed: Sequence[int],
     direct: bool,
     by_id: bool,
 ) -> str:
-    """The source of ``make(rows, out, cls, new_state, manager, identity_class, load,
-    loaded, *processors)``: the records of ``rows`` put in ``out`` (a list, or a dict
-    by id), each one what ``_make_by_new_instance`` makes of its row.
+    """The source of ``make(rows, out, keys, cls, new_state, manager, identity_class,
+    load, loaded, *processors)``: the records of ``rows`` (``columns`` values each, the
+    id first) put in ``out`` (a list, or a dict by id), each one what
+    ``_make_by_new_instance`` makes of its row.
 
-    Each row is unpacked into locals and the record's ``__dict__`` is one dict
-    display, with the state under ``state_attr`` and each attribute's name a string
-    literal (``repr``): no name of the model becomes code. ``processed``: the
+    ``keys`` are the state's attribute name, then the attributes' names in row order:
+    no name becomes code, and each key is the very object given. Each row is unpacked
+    into locals and each value stored into the record's ``__dict__`` by a statement of
+    its own, in the order ``new_instance`` and ``update`` would store them (so records
+    share their dict's keys as they do when made that way). ``processed``: the
     positions whose value goes through a processor, in the order the processors
-    are passed.
+    are passed. With ``direct``, custom_data's load listener is done in line.
     """
-    values = [f"a{i}" for i in range(len(attrs))]
-    converted = list(values)
+    values = [f"a{i}" for i in range(columns)]
+    stored = list(values)
     for k, i in enumerate(processed):
-        converted[i] = f"p{k}({values[i]})"
-    held = {state_attr: "state"}
-    held.update(zip(attrs, converted, strict=True))
+        stored[i] = f"p{k}({values[i]})"
+    keys = ", ".join(["ks", *(f"k{i}" for i in range(columns))])
     lines = [
-        "def make(rows, out, cls, new_state, manager, identity_class, load, loaded"
+        "def make(rows, out, keys, cls, new_state, manager, identity_class, load, loaded"
         + "".join(f", p{k}" for k in range(len(processed)))
         + "):",
+        f"    {keys}, = keys",
         "    new = cls.__new__",
         *([] if by_id else ["    append = out.append"]),
         f"    for {', '.join(values)}, in rows:",
         "        record = new(cls)",
         "        state = new_state(record, manager)",
-        "        state.key = (identity_class, (a0,), None)",
+        "        held = record.__dict__",
+        "        held[ks] = state",
     ]
-    if direct and "custom_data" in held:
+    if direct:
         # What the load listener would do: a loaded dict becomes the record's CustomData.
-        lines.append(f"        data = {held['custom_data']}")
-        held["custom_data"] = "data if data is None else loaded(data, state)"
-    display = ", ".join(f"{name!r}: {value}" for name, value in held.items())
-    lines.append(f"        record.__dict__ = {{{display}}}")
+        lines.append(f"        data = {stored[custom_data_at]}")
+        stored[custom_data_at] = "data if data is None else loaded(data, state)"
+    lines.extend(f"        held[k{i}] = {value}" for i, value in enumerate(stored))
+    lines.append("        state.key = (identity_class, (a0,), None)")
     if not direct:
         lines.append("        load(state, None)")
     lines.append("        out[a0] = record" if by_id else "        append(record)")
     return "\n".join(lines) + "\n"
+
+
+def _compiled(source: str, filename: str) -> Maker:
+    """The ``make`` function ``source`` defines, its lines kept for tracebacks."""
+    namespace: dict[str, Any] = {}
+    exec(compile(source, filename, "exec"), namespace)
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    maker: Maker = namespace["make"]
+    return maker
