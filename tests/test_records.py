@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, column_property, mapped_column
 from sqlalchemy.orm.attributes import instance_state
 
 import entropic._storage.records
@@ -171,6 +171,35 @@ def test_records_made_in_line_are_what_new_instance_makes(
             assert again is not None
             # The last commit of each row wins: b's, made through new_instance.
             assert again.custom_data[f"b{n + 3}"] is True
+
+
+class Derived(Base):
+    """A model with attributes of SQL expressions: one with a bound literal, one without."""
+
+    __tablename__ = "records_derived"
+
+    n: Mapped[int] = mapped_column()
+    double: Mapped[int] = column_property(n * 2)
+    twice: Mapped[int] = column_property(n + n)
+
+
+def test_attributes_of_sql_expressions_are_loaded_into_every_record(
+    db_url: str, tmp_path: Path
+) -> None:
+    points = [{"n": n} for n in range(5)]
+    with Store(_write, Derived, results_dir=tmp_path / "r", db_url=db_url) as store:
+        for records in (
+            store.sweep(points),  # the rows just written, read back
+            store.sweep(points),  # looked up by id
+            [store.retrieve({"n": n}) for n in range(5)],
+            store.find(),
+            list(store.isweep(points)),
+        ):
+            assert [(r.n, r.double, r.twice) for r in records] == [
+                (n, 2 * n, 2 * n) for n in range(5)
+            ]
+            assert all(instance_state(r).detached for r in records)
+            assert all("double" in vars(r) for r in records)  # loaded, not deferred
 
 
 class Audited(Base):

@@ -409,7 +409,7 @@ class Index:
             f.id,
             dialect,
         )
-        if self.schema is not None:
+        if self.schema is not None and self.schema.only_columns:
             # create_engine gave SQLite codec.loads: sqlite_json_result reads its JSON the same.
             json_result = sqlite_json_result if dialect.name == "sqlite" else None
             self._select_driver = compile_select(

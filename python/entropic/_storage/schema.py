@@ -165,6 +165,13 @@ class Schema:
         self.spec = RowSpec(column_key, fill, frozenset(column.key for column in table.columns))
         # Every mapped attribute, "id" first, and the columns that load them.
         attr_columns = [(prop.key, prop.columns[0]) for prop in mapper.column_attrs]
+        #: Whether every attribute loads a column of the table as it is: not so for a
+        #: column_property of an SQL expression, which only a query can give (its
+        #: records are read back, through SQLAlchemy's own statements).
+        self.only_columns = all(
+            isinstance(column, sa.Column) and column.table is table for _, column in attr_columns
+        )
+        self.exact &= self.only_columns
         attr_columns.sort(key=lambda pair: pair[0] != "id")
         self.attrs = [attr for attr, _ in attr_columns]
         self.keys = [column.key for _, column in attr_columns]
