@@ -14,6 +14,7 @@ import gc
 import json
 import math
 import pickle
+import traceback
 import weakref
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ import entropic._storage.records
 from entropic import Base, Mapped, Store
 from entropic._storage.codec import loads as json_loads
 from entropic._storage.index import create_engine, sqlite_json_result
-from entropic._storage.records import _maker_source
+from entropic._storage.records import _compiled, _maker_source
 from entropic.models import CustomData, tracks_only_custom_data
 
 
@@ -407,3 +408,29 @@ def test_a_loop_written_for_a_model_holds_no_name_of_it_and_stores_each_name_giv
     # The keys are the very objects given, in the order given.
     assert all(a is b for a, b in zip(vars(first), keys, strict=True))
     assert vars(second)["custom_data"] is None  # null stays None, as the listener leaves it
+
+
+def test_a_traceback_through_the_loop_shows_its_lines() -> None:
+    shape = (4, 3, (2,), True, False)
+    make = _compiled(_maker_source(*shape), f"<entropic records loop {shape}>")
+
+    def refuse(value: Any) -> Any:
+        raise ValueError(f"cannot read {value!r}")
+
+    class Record:
+        pass
+
+    with pytest.raises(ValueError, match="cannot read") as raised:
+        make(
+            [("r1", "f1", "x", None)],
+            [],
+            ("s", "id", "result_file", "b", "custom_data"),
+            Record,
+            lambda record, manager: None,
+            None,
+            None,
+            None,
+            None,
+            refuse,
+        )
+    assert "held[k2] = p0(a2)" in "".join(traceback.format_tb(raised.tb))

@@ -97,9 +97,11 @@ class RecordBuilder:
         key = (processed, direct, by_id)
         maker = self._makers.get(key)
         if maker is None:
+            shape = (len(self.attrs), self.custom_data_at, *key)
             maker = self._makers[key] = _compiled(
-                _maker_source(len(self.attrs), self.custom_data_at, processed, direct, by_id),
-                f"<entropic records of {making.cls.__name__}, {key}>",
+                _maker_source(*shape),
+                # Named by all the source depends on: one name, one source.
+                f"<entropic records loop {shape}>",
             )
         maker(
             rows,
