@@ -728,22 +728,12 @@ class Index:
                 left_out += self._keep_into(found, rows, processors, keep)
         return left_out
 
-    def get_many(
-        self, run_ids: list[str], keep: Callable[[str], bool] | None = None
-    ) -> tuple[dict[str, Any], int]:
-        """Detached records of those of ``run_ids`` that are stored (one query for all).
-
-        With ``keep``, only the rows whose result_file it accepts become records (the
-        others are never built); returns the records and the count of rows left out.
-        """
-        found: dict[str, Any] = {}
-        left_out = self._get_into(found, run_ids, keep)
-        return found, left_out
-
     def _get_into(
         self, found: dict[str, Any], run_ids: list[str], keep: Callable[[str], bool] | None
     ) -> int:
-        """``get_many``, its records put in ``found``; returns the count of rows left out."""
+        """Put in ``found`` the detached records of those of ``run_ids`` that are stored (one
+        query for all). With ``keep``, only the rows whose result_file it accepts become
+        records (the others are never built); returns the count of rows left out."""
         engine = self.engine
         driver = self._select_driver
         with engine.connect() as conn:
@@ -783,7 +773,7 @@ class Index:
             found: dict[str, Any] = {}
             ids = [row["id"] for row in rows]
             for i in range(0, len(ids), ID_CHUNK):
-                found.update(self.get_many(ids[i : i + ID_CHUNK])[0])
+                self._get_into(found, ids[i : i + ID_CHUNK], None)
             return [found[row["id"]] for row in rows]
         values = itemgetter(*schema.keys)  # every model has several columns: gives tuples
         return self.builder.build_many([values(row) for row in rows])
